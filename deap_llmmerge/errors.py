@@ -1,0 +1,34 @@
+"""Errors that name the bad input. Every one of them is a one-line message for the user."""
+
+__all__ = [
+    "LLMMergeError",
+    "ConfigError",
+    "SourceModelError",
+    "IncompatibleModelsError",
+    "BenchmarkDataError",
+    "InvalidGenomeError",
+]
+
+
+class LLMMergeError(Exception):
+    """Base class: bad input or a failed run, reported to the user as one line."""
+
+
+class ConfigError(LLMMergeError, ValueError):
+    """A configuration value is missing, unknown or out of range."""
+
+
+class SourceModelError(LLMMergeError):
+    """A source model cannot be loaded or has no recognisable decoder layer list."""
+
+
+class IncompatibleModelsError(LLMMergeError):
+    """Two source models cannot be merged part by part."""
+
+
+class BenchmarkDataError(LLMMergeError, ValueError):
+    """Benchmark tensors have the wrong type, shape or content."""
+
+
+class InvalidGenomeError(LLMMergeError, ValueError):
+    """A genome does not decode into a valid merge plan; evaluation turns it into the worst fitness."""

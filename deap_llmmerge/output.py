@@ -1,0 +1,78 @@
+"""The run's output directory, written so that nothing is ever half-written or overwritten."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from deap import tools
+from torch import nn
+
+from .errors import LLMMergeError
+
+__all__ = ["prepare_output_dir", "atomic_write_text", "save_model", "logbook_csv", "TOKENIZER_FILES"]
+
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+    "vocab.json", "merges.txt", "vocab.txt", "added_tokens.json", "chat_template.jinja",
+)
+
+
+def prepare_output_dir(path: Path) -> Path:
+    """Create ``path``; an existing non-empty directory is refused, never overwritten."""
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise LLMMergeError(f"output directory {path} exists and is not empty; choose another --output")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary file beside ``path``, then rename it over ``path``."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def save_model(model: nn.Module, folder: Path, tokenizer_from: Path | None = None) -> None:
+    """``save_pretrained`` into a temporary folder, copy the tokenizer files, then rename it to ``folder``."""
+    if folder.exists():
+        raise LLMMergeError(f"{folder} already exists; refusing to overwrite it")
+    temporary = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        model.save_pretrained(temporary)
+        if tokenizer_from is not None and tokenizer_from.is_dir():
+            for name in TOKENIZER_FILES:
+                if (tokenizer_from / name).is_file():
+                    shutil.copy2(tokenizer_from / name, temporary / name)
+        os.rename(temporary, folder)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+
+
+def logbook_csv(logbook: tools.Logbook, objectives: Sequence[str]) -> str:
+    """One row per generation: gen, evals, then max/mean/min of every objective."""
+    stats = ("max", "mean", "min")
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["gen", "evals", *(f"{name}_{stat}" for name in objectives for stat in stats)])
+    for i, record in enumerate(logbook):
+        chapters = [logbook.chapters[name][i] for name in objectives]
+        writer.writerow([record["gen"], record["evals"],
+                         *(repr(float(chapter[stat])) for chapter in chapters for stat in stats)])
+    return out.getvalue()
+
+
+def recipe_json(recipe: dict) -> str:
+    return json.dumps(recipe, indent=2) + "\n"
