@@ -1,0 +1,80 @@
+"""Tiny random models built in code (no network): the architectures the engine must handle."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+torch.set_num_threads(1)
+
+VOCAB = 64
+
+
+def _llama_like(config_class, **extra):
+    return config_class(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, **extra)
+
+
+CONFIGS = {
+    "llama": lambda: (LlamaForCausalLM, _llama_like(LlamaConfig)),
+    "qwen2": lambda: (Qwen2ForCausalLM, _llama_like(Qwen2Config, tie_word_embeddings=True)),
+    "mistral": lambda: (MistralForCausalLM, _llama_like(MistralConfig)),
+    "gpt2": lambda: (GPT2LMHeadModel, GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=3, n_head=4, n_positions=64,
+                                                 bos_token_id=0, eos_token_id=0)),
+}
+EXTRA_CONFIGS = {
+    "gpt_neox": lambda: (GPTNeoXForCausalLM, GPTNeoXConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
+                                                            num_hidden_layers=3, num_attention_heads=4,
+                                                            max_position_embeddings=64)),
+}
+ARCHITECTURES = list(CONFIGS)
+
+
+def tiny_model(arch: str, seed: int, **overrides) -> torch.nn.Module:
+    model_class, config = {**CONFIGS, **EXTRA_CONFIGS}[arch]()
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    torch.manual_seed(seed)
+    return model_class(config).eval()
+
+
+def tiny_benchmark(n: int = 12, length: int = 10, seed: int = 0) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(0, VOCAB, (n, length), generator=generator)
+    labels = input_ids.clone()
+    labels[:, : length // 2] = -100
+    return {"input_ids": input_ids, "labels": labels}
+
+
+@pytest.fixture(params=ARCHITECTURES)
+def arch(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def pair(arch):
+    return tiny_model(arch, 1), tiny_model(arch, 2)
+
+
+@pytest.fixture(scope="session")
+def saved_llamas(tmp_path_factory):
+    """Two tiny Llamas saved as HF folders (safetensors)."""
+    folder = tmp_path_factory.mktemp("models")
+    paths = []
+    for seed in (1, 2):
+        path = folder / f"llama-{seed}"
+        tiny_model("llama", seed).save_pretrained(path)
+        paths.append(path)
+    return paths
