@@ -9,6 +9,7 @@ from .data import BenchmarkData, load_benchmark
 from .errors import (
     BenchmarkDataError,
     ConfigError,
+    EvaluationError,
     IncompatibleModelsError,
     InvalidGenomeError,
     LLMMergeError,
@@ -49,5 +50,6 @@ __all__ = [
     "IncompatibleModelsError",
     "BenchmarkDataError",
     "InvalidGenomeError",
+    "EvaluationError",
     "__version__",
 ]

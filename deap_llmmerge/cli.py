@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from .config import load_config
-from .errors import LLMMergeError
+from .distributed import STATUS_ENV
+from .errors import ConfigError, LLMMergeError
 
 __all__ = ["main"]
 
@@ -21,9 +24,14 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deap-llmmerge", description="Evolve merges of language models with DEAP.")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("scoop-entry", help="print the script path to run under python -m scoop")
     run = commands.add_parser("run", help="search for the best merge a config describes")
     run.add_argument("config", type=Path, help="YAML run config")
     run.add_argument("--output", type=Path, help="output directory (default runs/<timestamp>)")
+    run.add_argument("--workers", type=int, default=1, help="score candidates in N processes (default 1)")
+    run.add_argument("--backend", choices=["scoop", "pool"], default="scoop",
+                     help="with --workers > 1: SCOOP workers (default) or a multiprocessing pool")
+    run.add_argument("--hostfile", type=Path, help="SCOOP hostfile for multi-host runs")
     export = commands.add_parser("export", help="rebuild a merged model from a recipe.json")
     export.add_argument("recipe", type=Path)
     export.add_argument("--output", type=Path, required=True, help="folder for the merged model")
@@ -31,37 +39,66 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(args: argparse.Namespace) -> None:
+def _run(args: argparse.Namespace, base_map: Callable | None) -> None:
+    from .distributed import PoolMap, launch_scoop, make_map
     from .runner import run_config
 
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     config = load_config(args.config)
     output = args.output or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    result = run_config(config, output)
+    if base_map is None and args.workers > 1 and args.backend == "scoop":
+        argv = [*(["--quiet"] if args.quiet else []), "run", str(args.config), "--output", str(output)]
+        print(launch_scoop(argv, args.workers, args.hostfile), end="")
+        return
+    if base_map is None:
+        base_map = make_map("pool" if args.workers > 1 else "serial", args.workers)
+    try:
+        result = run_config(config, output, base_map)
+    finally:
+        if isinstance(base_map, PoolMap):
+            base_map.close()
     line = f"best fitness {dict(zip(result.ga.objectives, result.fitness))}"
     if result.validation is not None:
         line += f", validation {dict(zip(result.ga.objectives, result.validation))}"
     print(f"{line}\nwrote {result.output}")
 
 
-def _export(args: argparse.Namespace) -> None:
+def _export(args: argparse.Namespace, base_map: Callable | None) -> None:
     from .runner import export_recipe
 
     print(f"wrote {export_recipe(args.recipe, args.output, check_hashes=not args.no_hash_check)}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _scoop_entry(args: argparse.Namespace, base_map: Callable | None) -> None:
+    from .distributed import scoop_entry_path
+
+    print(scoop_entry_path())
+
+
+def _write_status(error: str | None) -> None:
+    """For a launcher that cannot trust the exit status (SCOOP's): where the run says how it ended."""
+    path = os.environ.get(STATUS_ENV)
+    if path:
+        Path(path).write_text(json.dumps({"ok": error is None, "error": error}))
+
+
+def main(argv: Sequence[str] | None = None, base_map: Callable | None = None) -> int:
     args = _parser().parse_args(argv)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
+    commands = {"run": _run, "export": _export, "scoop-entry": _scoop_entry}
     try:
-        {"run": _run, "export": _export}[args.command](args)
+        commands[args.command](args, base_map)
     except (LLMMergeError, ValidationError, OSError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"deap-llmmerge: error: {message}", file=sys.stderr)
+        _write_status(message)
         return 1
+    _write_status(None)
     return 0
 
 

@@ -34,6 +34,7 @@ class GASettings(_Strict):
     patience: int | None = Field(None, ge=1)
     tournament_size: int = Field(3, ge=1)
     halloffame_size: int = Field(5, ge=1)
+    max_failed_share: float = Field(0.5, ge=0.0, le=1.0)
 
 
 class RunConfig(_Strict):

@@ -7,6 +7,7 @@ __all__ = [
     "IncompatibleModelsError",
     "BenchmarkDataError",
     "InvalidGenomeError",
+    "EvaluationError",
 ]
 
 
@@ -32,3 +33,7 @@ class BenchmarkDataError(LLMMergeError, ValueError):
 
 class InvalidGenomeError(LLMMergeError, ValueError):
     """A genome does not decode into a valid merge plan; evaluation turns it into the worst fitness."""
+
+
+class EvaluationError(LLMMergeError):
+    """Too many candidates of one generation failed to score: the run stops."""

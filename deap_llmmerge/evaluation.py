@@ -8,12 +8,17 @@ device, the merge engine writing into it, and the benchmark tensors on the devic
 from __future__ import annotations
 
 import copy
+import fcntl
 import itertools
 import logging
 import math
 import os
+import tempfile
+import time
+import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -25,7 +30,7 @@ from .merge import MergeEngine, MergePlan
 from .metrics import Metric, score
 from .sources import SourcePool
 
-__all__ = ["Evaluator", "CachedMap", "resolve_device", "worst_fitness"]
+__all__ = ["Evaluator", "CachedMap", "Failure", "score_task", "resolve_device", "worst_fitness"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,21 @@ def resolve_device(device: str | torch.device) -> torch.device:
     elif resolved.type != "cpu":
         raise ConfigError(f"device {device!r} is not supported (use cpu, cuda or cuda:N)")
     return resolved
+
+
+def worker_device(device: torch.device, run_token: str) -> torch.device:
+    """In a SCOOP worker, plain ``cuda`` means GPU ``i mod (visible GPUs)`` for the host's i-th worker."""
+    import scoop
+
+    if device.type != "cuda" or device.index is not None or not getattr(scoop, "IS_RUNNING", False):
+        return device
+    counter = Path(tempfile.gettempdir()) / f"deap-llmmerge-gpu-{run_token}"
+    with open(counter, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        slot = len(handle.read())
+        handle.write("x")
+    return torch.device("cuda", slot % torch.cuda.device_count())
 
 
 def worst_fitness(weights: Sequence[float]) -> tuple[float, ...]:
@@ -82,7 +102,22 @@ class Evaluator:
         self.weights = tuple(weights)
         self.device = resolve_device(device)
         self.batch_size = batch_size
-        self.token = f"{os.getpid()}-{next(_TOKENS)}"
+        self.token = f"{os.getpid()}-{next(_TOKENS)}-{time.time_ns()}"
+
+    def __getstate__(self) -> dict:
+        """Sources given as paths travel as paths: each worker maps the files itself, once."""
+        state = dict(self.__dict__)
+        if all(source.model is None for source in self.pool.sources):
+            state["pool"] = None
+            state["sources"] = self.pool.sources
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        sources = state.pop("sources", None)
+        self.__dict__.update(state)
+        if self.pool is None:
+            cached = _STATES.get(self.token)
+            self.pool = cached.pool if cached else SourcePool(sources)
 
     @property
     def state(self) -> _State:
@@ -93,6 +128,7 @@ class Evaluator:
         return state
 
     def _build_state(self) -> _State:
+        self.device = worker_device(self.device, self.token)
         skeleton = self.pool.new_skeleton().to(self.device).eval()
         vocab = skeleton.get_input_embeddings().weight.shape[0]
         largest = int(self.data.input_ids.max())
@@ -129,26 +165,53 @@ class Evaluator:
         return copy.deepcopy(self.merged_model(genome))
 
 
+def score_task(task: tuple[Evaluator, list]) -> tuple[tuple[float, ...], str | None, int]:
+    """Score one genome where the map runs it: ``(values, error or None, process id)``.
+
+    Any exception gives the worst fitness and travels back as text with the worker's traceback.
+    """
+    evaluator, genome = task
+    try:
+        return evaluator(genome), None, os.getpid()
+    except Exception as exc:  # a worker must survive any one bad candidate
+        return worst_fitness(evaluator.weights), f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}", os.getpid()
+
+
+@dataclass
+class Failure:
+    genome: list
+    error: str
+
+
 class CachedMap:
     """``toolbox.map`` for scoring: every genome is scored once per run, the rest is a lookup.
 
     Calls with ``evaluate`` receive the whole batch of individuals that need a score; duplicates and
-    genomes seen before are answered from the cache, the others go as plain lists to ``base_map``
-    (the builtin map, SCOOP's ``futures.map`` or a pool's ``map``). Other functions pass straight through.
+    genomes seen before are answered from the cache, the others go as ``(evaluator, genome)`` tasks to
+    ``base_map`` (the builtin map, SCOOP's ``futures.map`` or a pool's ``map``). A genome whose scoring
+    raised gets the worst fitness and is listed in ``last_failures``. Other functions pass straight through.
     """
 
-    def __init__(self, evaluate: Callable, base_map: Callable = map) -> None:
+    def __init__(self, evaluate: Evaluator, base_map: Callable = map) -> None:
         self.evaluate = evaluate
         self.base_map = base_map
         self.cache: dict[tuple, tuple[float, ...]] = {}
         self.evaluations = 0
+        self.processes: set[int] = set()
+        self.last_failures: list[Failure] = []
 
     def __call__(self, func: Callable, individuals: Iterable) -> list:
         if getattr(func, "func", func) is not self.evaluate:  # toolbox.register wraps it in a partial
             return list(self.base_map(func, individuals))
         keys = [tuple(ind) for ind in individuals]
         todo = list(dict.fromkeys(key for key in keys if key not in self.cache))
-        for key, values in zip(todo, self.base_map(func, [list(key) for key in todo])):
+        self.last_failures = []
+        results = self.base_map(score_task, [(self.evaluate, list(key)) for key in todo])
+        for key, (values, error, pid) in zip(todo, results):
             self.cache[key] = tuple(values)
+            self.processes.add(pid)
+            if error is not None:
+                log.error("scoring genome %s failed in process %d: %s", list(key), pid, error)
+                self.last_failures.append(Failure(list(key), error.splitlines()[0]))
         self.evaluations += len(todo)
         return [self.cache[key] for key in keys]

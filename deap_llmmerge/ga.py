@@ -13,7 +13,7 @@ from deap import algorithms, tools
 from torch import nn
 
 from .data import BenchmarkData
-from .errors import ConfigError
+from .errors import ConfigError, EvaluationError
 from .evaluation import CachedMap, Evaluator
 from .metrics import Metric, calculate_accuracy, calculate_loss, score
 from .sources import CompatibilityCheck, SourcePool, is_compatible
@@ -69,7 +69,9 @@ class LLMMergeGA:
 
     ``mutation_rate`` is the per-gene probability of a mutation, ``crossover_rate`` the probability
     that a pair of offspring is crossed, ``elitism_rate`` the share of the population that passes
-    unchanged into the next generation. The first generation holds every pure source, so the best merge
+    unchanged into the next generation. A candidate whose scoring raises gets the worst fitness; when
+    more than ``max_failed_share`` of a generation's new candidates fail, the run stops with
+    EvaluationError. The first generation holds every pure source, so the best merge
     found is never worse than the best source on the fitness data.
     """
 
@@ -88,6 +90,7 @@ class LLMMergeGA:
         *,
         batch_size: int = 32,
         patience: int | None = None,
+        max_failed_share: float = 0.5,
         tournament_size: int = 3,
         halloffame_size: int = 5,
         calculate_accuracy: Metric = calculate_accuracy,
@@ -104,6 +107,7 @@ class LLMMergeGA:
         for name, rate in (("crossover_rate", crossover_rate), ("mutation_rate", mutation_rate),
                            ("elitism_rate", elitism_rate)):
             _check_rate(name, rate)
+        _check_rate("max_failed_share", max_failed_share)
         if patience is not None and patience < 1:
             raise ConfigError(f"patience must be >= 1, got {patience}")
         self.population_size = population_size
@@ -114,6 +118,8 @@ class LLMMergeGA:
         self.device = device
         self.seed = seed
         self.patience = patience
+        self.max_failed_share = max_failed_share
+        self.failed_evaluations = 0
         self.callback = callback
         self.objectives = ("accuracy", "loss")
         self.pool = SourcePool(llms, is_compatible)
@@ -142,13 +148,19 @@ class LLMMergeGA:
     def num_elites(self) -> int:
         return round(self.elitism_rate * self.population_size)
 
-    def _score(self, individuals: list) -> int:
+    def _score(self, individuals: list, generation: int) -> int:
         """Score the individuals without a valid fitness; return how many were new to the cache."""
         invalid = [ind for ind in individuals if not ind.fitness.valid]
         before = self.cached_map.evaluations
         for ind, values in zip(invalid, self.toolbox.map(self.toolbox.evaluate, invalid)):
             ind.fitness.values = values
-        return self.cached_map.evaluations - before
+        fresh = self.cached_map.evaluations - before
+        failures = self.cached_map.last_failures
+        self.failed_evaluations += len(failures)
+        if failures and len(failures) > self.max_failed_share * fresh:
+            raise EvaluationError(f"{len(failures)} of {fresh} evaluations failed in generation "
+                                  f"{generation}; first: {failures[0].error}")
+        return fresh
 
     def _record(self, evaluations: int) -> None:
         previous = self.halloffame[0].fitness.wvalues if len(self.halloffame) else None
@@ -165,7 +177,7 @@ class LLMMergeGA:
         elites = [self.toolbox.clone(ind) for ind in tools.selBest(self.population, self.num_elites)]
         offspring = self.toolbox.select(self.population, self.population_size - len(elites))
         offspring = algorithms.varAnd(offspring, self.toolbox, self.crossover_rate, 1.0)
-        evaluations = self._score(offspring)
+        evaluations = self._score(offspring, self.generation + 1)
         self.population[:] = elites + offspring
         self.generation += 1
         self._record(evaluations)
@@ -177,7 +189,7 @@ class LLMMergeGA:
                 seed_everything(self.seed)
             self.population = self.toolbox.population(n=self.population_size)
             self.generation = 0
-            self._record(self._score(self.population))
+            self._record(self._score(self.population, 0))
         while self.generation < self.max_generations:
             if self.patience is not None and self.generation - self.improved_at >= self.patience:
                 log.info("stopping early: no improvement for %d generations", self.patience)

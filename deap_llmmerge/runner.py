@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ class RunResult:
     output: Path
 
 
-def build_ga(config: RunConfig) -> LLMMergeGA:
+def build_ga(config: RunConfig, base_map: Callable = map) -> LLMMergeGA:
     """The LLMMergeGA a config describes (sources loaded, benchmark validated)."""
     settings = config.ga
     return LLMMergeGA(
@@ -48,13 +49,15 @@ def build_ga(config: RunConfig) -> LLMMergeGA:
         patience=settings.patience,
         tournament_size=settings.tournament_size,
         halloffame_size=settings.halloffame_size,
+        max_failed_share=settings.max_failed_share,
+        map=base_map,
     )
 
 
-def run_config(config: RunConfig, output: Path) -> RunResult:
+def run_config(config: RunConfig, output: Path, base_map: Callable = map) -> RunResult:
     """Run the search a config describes and write ``best/``, ``recipe.json`` and ``logbook.csv``."""
     prepare_output_dir(output)
-    ga = build_ga(config)
+    ga = build_ga(config, base_map)
     validation = None if config.validation is None else load_benchmark(config.validation)
     best = ga.run()
     model = ga.merge_layers(best)
@@ -66,11 +69,14 @@ def run_config(config: RunConfig, output: Path) -> RunResult:
         "sources": [{"path": str(entry.path), "name": source.name, "sha256": sha256_of(entry.path)}
                     for entry, source in zip(config.models, ga.pool.sources)],
         "fitness": list(best.fitness.values),
+        "halloffame": [{"genome": list(ind), "fitness": list(ind.fitness.values)} for ind in ga.halloffame],
         "validation": None if held_out is None else list(held_out),
         "objectives": list(ga.objectives),
         "seed": config.ga.seed,
         "version": __version__,
         "config": json.loads(config.model_dump_json()),
+        "run": {"processes": len(ga.cached_map.processes), "evaluations": ga.cached_map.evaluations,
+                "failed_evaluations": ga.failed_evaluations},
     }
     atomic_write_text(output / "logbook.csv", logbook_csv(ga.logbook, ga.objectives))
     atomic_write_text(output / "recipe.json", recipe_json(recipe))

@@ -45,13 +45,13 @@ def test_best_is_never_worse_than_the_best_source(genome):
 def test_identical_genomes_are_scored_once():
     calls = []
     ga = LLMMergeGA(_sources(), tiny_benchmark(), population_size=10, max_generations=5, seed=0)
-    evaluate = ga.evaluator.__call__
 
-    def counting(genome):
-        calls.append(tuple(genome))
-        return evaluate(genome)
+    def counting_map(func, tasks):
+        tasks = list(tasks)
+        calls.extend(tuple(genome) for _, genome in tasks)
+        return map(func, tasks)
 
-    ga.cached_map.base_map = lambda func, genomes: [counting(g) for g in genomes]
+    ga.cached_map.base_map = counting_map
     ga.run()
     assert len(calls) == len(set(calls)) == ga.cached_map.evaluations
     assert sum(record["evals"] for record in ga.logbook) == len(calls)

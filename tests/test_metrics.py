@@ -86,10 +86,10 @@ def test_benchmark_files_load_weights_only(tmp_path):
 
 
 def test_token_ids_outside_the_vocabulary_are_named():
-    from deap_llmmerge import LLMMergeGA
+    from deap_llmmerge import EvaluationError, LLMMergeGA
 
     bench = tiny_benchmark()
     bench["input_ids"][0, 0] = 64
     ga = LLMMergeGA([tiny_model("llama", 1), tiny_model("llama", 2)], bench, population_size=2, max_generations=0)
-    with pytest.raises(BenchmarkDataError, match="token id 64 is outside the models' vocabulary of 64"):
+    with pytest.raises(EvaluationError, match="token id 64 is outside the models' vocabulary of 64"):
         ga.run()

@@ -1,0 +1,107 @@
+"""Where candidates are scored: in this process, in SCOOP workers, or in a multiprocessing pool.
+
+Each backend is a ``map(func, tasks)``; the evaluator it carries builds its state (source pool,
+skeleton model, data on its device) once per worker process, so only genomes and fitness values travel.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import torch
+
+from .errors import ConfigError, EvaluationError
+
+__all__ = ["BACKENDS", "make_map", "scoop_map", "scoop_entry_path", "launch_scoop", "init_worker",
+           "STATUS_ENV"]
+
+STATUS_ENV = "DEAP_LLMMERGE_STATUS"
+THREADS_ENV = "DEAP_LLMMERGE_THREADS"
+
+
+def init_worker() -> None:
+    """One torch thread per worker unless ``DEAP_LLMMERGE_THREADS`` says otherwise; no progress bars."""
+    from transformers.utils import logging as hf_logging
+
+    torch.set_num_threads(int(os.environ.get(THREADS_ENV, "1")))
+    hf_logging.disable_progress_bar()
+
+
+def scoop_map(func: Callable, tasks: Iterable) -> list:
+    """SCOOP's ``futures.map``, collected (outside ``python -m scoop`` it runs serially with a warning)."""
+    from scoop import futures
+
+    return list(futures.map(func, tasks))
+
+
+class PoolMap:
+    """A ``multiprocessing`` pool (spawn) of ``workers`` processes, for users without SCOOP."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._pool = None
+
+    def __call__(self, func: Callable, tasks: Iterable) -> list:
+        if self._pool is None:
+            context = multiprocessing.get_context("spawn")
+            self._pool = context.Pool(self.workers, initializer=init_worker)
+        return self._pool.map(func, list(tasks), chunksize=1)
+
+    def __getstate__(self) -> dict:
+        return {"workers": self.workers, "_pool": None}
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool.join()
+            self._pool = None
+
+
+BACKENDS = ("serial", "scoop", "pool")
+
+
+def make_map(backend: str, workers: int = 1) -> Callable:
+    if backend == "serial":
+        return map
+    if backend == "scoop":
+        return scoop_map
+    if backend == "pool":
+        return PoolMap(workers)
+    raise ConfigError(f"unknown map backend {backend!r}; known: {', '.join(BACKENDS)}")
+
+
+def scoop_entry_path() -> Path:
+    """The script to hand to ``python -m scoop`` (SCOOP runs a file path, not ``-m module``)."""
+    return Path(__file__).with_name("scoop_entry.py")
+
+
+def launch_scoop(argv: list[str], workers: int, hostfile: Path | None = None) -> str:
+    """Run ``deap-llmmerge <argv>`` under ``python -m scoop -n workers``; return its stdout.
+
+    SCOOP's launcher exits 0 even when the script fails, so the run writes its status to a file named
+    by ``DEAP_LLMMERGE_STATUS`` and this reads it. Raises EvaluationError with the run's own one-line error.
+    """
+    with tempfile.TemporaryDirectory(prefix="deap-llmmerge-") as folder:
+        status_file = Path(folder) / "status.json"
+        log_file = Path(tempfile.gettempdir()) / f"deap-llmmerge-scoop-{os.getpid()}.log"
+        command = [sys.executable, "-m", "scoop", "-n", str(workers)]
+        if hostfile is not None:
+            command += ["--hostfile", str(hostfile)]
+        command += [str(scoop_entry_path()), *argv]
+        env = {**os.environ, STATUS_ENV: str(status_file)}
+        with open(log_file, "w") as log:
+            completed = subprocess.run(command, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+        status = json.loads(status_file.read_text()) if status_file.exists() else None
+    if status is None:
+        raise EvaluationError(f"the SCOOP run ended without a status (exit {completed.returncode}); log: {log_file}")
+    if not status["ok"]:
+        raise EvaluationError(f"{status['error']} (SCOOP log: {log_file})")
+    log_file.unlink(missing_ok=True)
+    return completed.stdout

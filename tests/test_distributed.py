@@ -1,0 +1,118 @@
+"""Distributed scoring with real SCOOP workers and a real process pool: same results, failures survived."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from conftest import tiny_benchmark, tiny_model
+
+from deap_llmmerge import EvaluationError, LLMMergeGA
+from deap_llmmerge.distributed import PoolMap, scoop_entry_path
+
+
+def cli(*args):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "deap_llmmerge.cli", "--quiet", *map(str, args)],
+                          capture_output=True, text=True, env=env)
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory, saved_llamas):
+    folder = tmp_path_factory.mktemp("distributed")
+    torch.save(tiny_benchmark(), folder / "bench.pt")
+    bad = tiny_benchmark()
+    bad["input_ids"][0, 0] = 64  # outside the vocabulary: every worker's scoring raises
+    torch.save(bad, folder / "bad.pt")
+    config = {"models": [str(p) for p in saved_llamas], "benchmark": "bench.pt",
+              "ga": {"population_size": 8, "max_generations": 3, "seed": 4}}
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    (folder / "bad.yaml").write_text(yaml.safe_dump({**config, "benchmark": "bad.pt"}))
+    result = cli("run", folder / "config.yaml", "--output", folder / "serial")
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
+def recipe(folder):
+    return json.loads((folder / "recipe.json").read_text())
+
+
+def test_two_scoop_workers_score_in_two_processes_and_match_the_serial_run(run_folder):
+    result = cli("run", run_folder / "config.yaml", "--output", run_folder / "scoop", "--workers", 2)
+    assert result.returncode == 0, result.stderr
+    distributed, serial = recipe(run_folder / "scoop"), recipe(run_folder / "serial")
+    assert distributed["run"]["processes"] == 2 and serial["run"]["processes"] == 1
+    assert distributed["halloffame"] == serial["halloffame"]
+    assert (run_folder / "scoop" / "logbook.csv").read_text() == (run_folder / "serial" / "logbook.csv").read_text()
+
+
+def test_the_entry_script_runs_under_python_m_scoop(run_folder):
+    printed = cli("scoop-entry")
+    assert printed.stdout.strip() == str(scoop_entry_path())
+    command = [sys.executable, "-m", "scoop", "-n", "2", printed.stdout.strip(), "--quiet", "run",
+               run_folder / "config.yaml", "--output", run_folder / "direct"]
+    subprocess.run(list(map(str, command)), capture_output=True, check=True)
+    assert recipe(run_folder / "direct")["halloffame"] == recipe(run_folder / "serial")["halloffame"]
+
+
+def test_failing_workers_make_the_run_exit_non_zero_with_the_cause(run_folder):
+    result = cli("run", run_folder / "bad.yaml", "--output", run_folder / "bad", "--workers", 2)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "8 of 8 evaluations failed in generation 0" in lines[0]
+    assert "token id 64 is outside the models' vocabulary of 64" in lines[0]
+
+
+def test_pool_backend_matches_the_serial_run(run_folder):
+    result = cli("run", run_folder / "config.yaml", "--output", run_folder / "pool", "--workers", 2,
+                 "--backend", "pool")
+    assert result.returncode == 0, result.stderr
+    assert recipe(run_folder / "pool")["halloffame"] == recipe(run_folder / "serial")["halloffame"]
+    assert recipe(run_folder / "pool")["run"]["processes"] == 2
+
+
+class FailOnce:
+    """A loss metric that raises on its n-th call: one candidate's scoring fails."""
+
+    def __init__(self, n):
+        self.calls, self.n = 0, n
+
+    def __call__(self, logits, labels):
+        from deap_llmmerge import calculate_loss
+
+        self.calls += 1
+        if self.calls == self.n:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return calculate_loss(logits, labels)
+
+
+def _sources():
+    return [tiny_model("llama", 1), tiny_model("llama", 2)]
+
+
+def test_one_failing_candidate_gets_the_worst_fitness_and_the_run_goes_on(caplog):
+    ga = LLMMergeGA(_sources(), tiny_benchmark(), population_size=8, max_generations=2, seed=0,
+                    calculate_loss=FailOnce(3))
+    best = ga.run()
+    assert ga.failed_evaluations == 1 and ga.generation == 2
+    worst = [ind for ind in ga.cached_map.cache.values() if ind == (float("-inf"), float("inf"))]
+    assert len(worst) == 1 and best.fitness.values != worst[0]
+    assert "CUDA out of memory (simulated)" in caplog.text and "Traceback" in caplog.text
+
+
+def test_too_many_failures_stop_the_run():
+    ga = LLMMergeGA(_sources(), tiny_benchmark(), population_size=4, max_generations=2, seed=0,
+                    calculate_loss=FailOnce(1), max_failed_share=0.0)
+    with pytest.raises(EvaluationError, match="1 of 4 evaluations failed in generation 0; first: RuntimeError"):
+        ga.run()
+
+
+def test_pool_map_pickles_without_its_processes():
+    import pickle
+
+    pool = PoolMap(2)
+    assert pickle.loads(pickle.dumps(pool)).workers == 2
