@@ -24,6 +24,7 @@ lint: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_evaluation.py
+	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_scoop.py
 
 clean:
 	rm -rf $(VENV) .cache runs

@@ -1,6 +1,6 @@
 """Speed-up of SCOOP workers over the serial run, on an evaluation-dominated workload, same run.
 
-Saves two 8-layer Llamas (hidden 256) and a benchmark of 32 x 128 tokens, then times the same
+Saves two 8-layer Llamas (hidden 256) and a benchmark of 64 x 128 tokens, then times the same
 ``deap-llmmerge run`` (population 16, 4 generations) serially and with ``--workers 2`` (SCOOP start-up
 included), and checks that both found the same hall of fame.
 
@@ -29,7 +29,7 @@ def prepare(folder: Path) -> Path:
     for seed in (1, 2):
         torch.manual_seed(seed)
         LlamaForCausalLM(config).save_pretrained(folder / f"model-{seed}")
-    input_ids = torch.randint(0, 4096, (32, 128), generator=torch.Generator().manual_seed(0))
+    input_ids = torch.randint(0, 4096, (64, 128), generator=torch.Generator().manual_seed(0))
     labels = input_ids.clone()
     labels[:, :64] = -100
     torch.save({"input_ids": input_ids, "labels": labels}, folder / "bench.pt")
@@ -57,7 +57,7 @@ def main() -> None:
         distributed = timed_run(config, Path(folder) / "scoop", "--workers", str(args.workers))
         recipes = [json.loads((Path(folder) / name / "recipe.json").read_text()) for name in ("serial", "scoop")]
     same = recipes[0]["halloffame"] == recipes[1]["halloffame"]
-    print(f"evaluations: {recipes[0]['run']['evaluations']} (population 16, 8-layer Llama, 32 x 128 tokens)")
+    print(f"evaluations: {recipes[0]['run']['evaluations']} (population 16, 8-layer Llama, 64 x 128 tokens)")
     print(f"serial run:            {serial:6.1f} s")
     print(f"SCOOP, {args.workers} workers:       {distributed:6.1f} s   speed-up {serial / distributed:.2f}x"
           f"   ({recipes[1]['run']['processes']} processes scored)")
