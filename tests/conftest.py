@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 from transformers import (
+    GemmaConfig,
+    GemmaForCausalLM,
     GPT2Config,
     GPT2LMHeadModel,
     GPTNeoXConfig,
@@ -13,6 +15,8 @@ from transformers import (
     LlamaForCausalLM,
     MistralConfig,
     MistralForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
 )
@@ -38,6 +42,8 @@ EXTRA_CONFIGS = {
     "gpt_neox": lambda: (GPTNeoXForCausalLM, GPTNeoXConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
                                                             num_hidden_layers=3, num_attention_heads=4,
                                                             max_position_embeddings=64)),
+    "gemma": lambda: (GemmaForCausalLM, _llama_like(GemmaConfig, head_dim=8)),
+    "phi3": lambda: (Phi3ForCausalLM, _llama_like(Phi3Config, pad_token_id=0)),
 }
 ARCHITECTURES = list(CONFIGS)
 

@@ -7,7 +7,7 @@ from deap_llmmerge.errors import SourceModelError
 from deap_llmmerge.sources import split_parts
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral", "gpt2", "gpt_neox"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral", "gpt2", "gpt_neox", "gemma", "phi3"])
 def test_parts_cover_every_parameter_once_in_network_order(arch):
     model = tiny_model(arch, 0)
     parts = split_parts(model)
@@ -76,3 +76,15 @@ def test_truncated_safetensors_is_a_clear_error(saved_llamas, tmp_path):
     weights.write_bytes(weights.read_bytes()[:-1000])
     with pytest.raises(SourceModelError, match="truncated"):
         SourcePool([saved_llamas[0], broken])
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "gemma", "phi3"])
+def test_pure_genome_reproduces_other_layouts(arch):
+    from deap_llmmerge import LLMMergeGA
+
+    sources = [tiny_model(arch, 1), tiny_model(arch, 2)]
+    ids = torch.randint(0, 64, (3, 8))
+    ga = LLMMergeGA(sources, (ids, ids), population_size=2, max_generations=0)
+    merged = ga.merge_layers([1] * len(ga.pool.part_names))
+    with torch.no_grad():
+        assert torch.equal(merged(input_ids=ids).logits, sources[1](input_ids=ids).logits)
