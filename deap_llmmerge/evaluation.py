@@ -35,6 +35,7 @@ __all__ = ["Evaluator", "CachedMap", "Failure", "score_task", "resolve_device", 
 log = logging.getLogger(__name__)
 
 _STATES: dict[str, _State] = {}
+_POOLS: dict[str, SourcePool] = {}
 _TOKENS = itertools.count()
 
 
@@ -95,7 +96,9 @@ class Evaluator:
         device: str | torch.device = "cpu",
         batch_size: int = 32,
     ) -> None:
-        self.pool = pool
+        self._pool = pool
+        self.sources = pool.sources
+        self.part_names = pool.part_names
         self.data = data
         self.family = family
         self.metrics = tuple(metrics)
@@ -107,17 +110,18 @@ class Evaluator:
     def __getstate__(self) -> dict:
         """Sources given as paths travel as paths: each worker maps the files itself, once."""
         state = dict(self.__dict__)
-        if all(source.model is None for source in self.pool.sources):
-            state["pool"] = None
-            state["sources"] = self.pool.sources
+        if all(source.model is None for source in self.sources):
+            state["_pool"] = None
         return state
 
-    def __setstate__(self, state: dict) -> None:
-        sources = state.pop("sources", None)
-        self.__dict__.update(state)
-        if self.pool is None:
-            cached = _STATES.get(self.token)
-            self.pool = cached.pool if cached else SourcePool(sources)
+    @property
+    def pool(self) -> SourcePool:
+        """The source pool of this process: the one given, or one built once from the source paths."""
+        if self._pool is None:
+            if self.token not in _POOLS:
+                _POOLS[self.token] = SourcePool(self.sources)
+            self._pool = _POOLS[self.token]
+        return self._pool
 
     @property
     def state(self) -> _State:
@@ -139,7 +143,7 @@ class Evaluator:
         return _State(self.pool, MergeEngine(self.pool, skeleton), data)
 
     def decode(self, genome: Sequence) -> MergePlan:
-        return self.family.decode(genome, self.pool.part_names, self.pool.num_sources)
+        return self.family.decode(genome, self.part_names, len(self.sources))
 
     def merged_model(self, genome: Sequence) -> nn.Module:
         """The skeleton holding ``genome``'s merge; it changes with the next evaluation."""

@@ -110,9 +110,6 @@ class MergePlan:
                     f"part {part}: source indices {list(step.sources)} outside 0..{pool.num_sources - 1}"
                 )
 
-    def __str__(self) -> str:
-        return ", ".join(f"{part}={step.method}{list(step.sources)}" for part, step in self.parts)
-
 
 class MergeEngine:
     """Writes plans into one reusable model, in place.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import shutil
 import tempfile
@@ -72,7 +71,3 @@ def logbook_csv(logbook: tools.Logbook, objectives: Sequence[str]) -> str:
         writer.writerow([record["gen"], record["evals"],
                          *(repr(float(chapter[stat])) for chapter in chapters for stat in stats)])
     return out.getvalue()
-
-
-def recipe_json(recipe: dict) -> str:
-    return json.dumps(recipe, indent=2) + "\n"

@@ -14,7 +14,7 @@ from .data import load_benchmark
 from .errors import LLMMergeError
 from .ga import LLMMergeGA
 from .merge import MergeEngine, MergePlan
-from .output import atomic_write_text, logbook_csv, prepare_output_dir, recipe_json, save_model
+from .output import atomic_write_text, logbook_csv, prepare_output_dir, save_model
 from .sources import SourcePool, sha256_of
 
 __all__ = ["RunResult", "run_config", "export_recipe"]
@@ -79,7 +79,7 @@ def run_config(config: RunConfig, output: Path, base_map: Callable = map) -> Run
                 "failed_evaluations": ga.failed_evaluations},
     }
     atomic_write_text(output / "logbook.csv", logbook_csv(ga.logbook, ga.objectives))
-    atomic_write_text(output / "recipe.json", recipe_json(recipe))
+    atomic_write_text(output / "recipe.json", json.dumps(recipe, indent=2) + "\n")
     save_model(model.cpu(), output / "best", tokenizer_from=config.models[0].path)
     log.info("best genome %s: fitness %s", list(best), best.fitness.values)
     return RunResult(ga, best, tuple(best.fitness.values), held_out, output)
