@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", choices=["scoop", "pool"], default="scoop",
                      help="with --workers > 1: SCOOP workers (default) or a multiprocessing pool")
     run.add_argument("--hostfile", type=Path, help="SCOOP hostfile for multi-host runs")
+    run.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint")
+    run.add_argument("--force", action="store_true",
+                     help="write into a non-empty --output; with --resume, accept a changed config or sources")
     export = commands.add_parser("export", help="rebuild a merged model from a recipe.json")
     export.add_argument("recipe", type=Path)
     export.add_argument("--output", type=Path, required=True, help="folder for the merged model")
@@ -46,15 +49,19 @@ def _run(args: argparse.Namespace, base_map: Callable | None) -> None:
     if args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     config = load_config(args.config)
+    if args.resume and args.output is None:
+        raise ConfigError("--resume needs the --output directory of the run to continue")
     output = args.output or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     if base_map is None and args.workers > 1 and args.backend == "scoop":
-        argv = [*(["--quiet"] if args.quiet else []), "run", str(args.config), "--output", str(output)]
+        flags = [flag for flag, on in (("--resume", args.resume), ("--force", args.force)) if on]
+        argv = [*(["--quiet"] if args.quiet else []), "run", str(args.config), "--output", str(output), *flags]
         print(launch_scoop(argv, args.workers, args.hostfile), end="")
         return
     if base_map is None:
         base_map = make_map("pool" if args.workers > 1 else "serial", args.workers)
     try:
-        result = run_config(config, output, base_map)
+        result = run_config(config, output, base_map, resume=args.resume, force=args.force,
+                            progress=not args.quiet)
     finally:
         if isinstance(base_map, PoolMap):
             base_map.close()

@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -34,11 +34,12 @@ def init_worker() -> None:
     hf_logging.disable_progress_bar()
 
 
-def scoop_map(func: Callable, tasks: Iterable) -> list:
-    """SCOOP's ``futures.map``, collected (outside ``python -m scoop`` it runs serially with a warning)."""
+def scoop_map(func: Callable, tasks: Iterable) -> Iterator:
+    """SCOOP's ``futures.map``: results in order, as they come (outside ``python -m scoop`` it runs
+    serially with a warning)."""
     from scoop import futures
 
-    return list(futures.map(func, tasks))
+    return futures.map(func, tasks)
 
 
 class PoolMap:
@@ -48,11 +49,11 @@ class PoolMap:
         self.workers = workers
         self._pool = None
 
-    def __call__(self, func: Callable, tasks: Iterable) -> list:
+    def __call__(self, func: Callable, tasks: Iterable) -> Iterator:
         if self._pool is None:
             context = multiprocessing.get_context("spawn")
             self._pool = context.Pool(self.workers, initializer=init_worker)
-        return self._pool.map(func, list(tasks), chunksize=1)
+        return self._pool.imap(func, list(tasks), chunksize=1)
 
     def __getstate__(self) -> dict:
         return {"workers": self.workers, "_pool": None}

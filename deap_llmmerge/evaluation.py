@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from .data import BenchmarkData
 from .errors import BenchmarkDataError, ConfigError, InvalidGenomeError
@@ -98,6 +99,7 @@ class Evaluator:
     ) -> None:
         self._pool = pool
         self.sources = pool.sources
+        self.trust_remote_code = pool.trust_remote_code
         self.part_names = pool.part_names
         self.data = data
         self.family = family
@@ -119,7 +121,7 @@ class Evaluator:
         """The source pool of this process: the one given, or one built once from the source paths."""
         if self._pool is None:
             if self.token not in _POOLS:
-                _POOLS[self.token] = SourcePool(self.sources)
+                _POOLS[self.token] = SourcePool(self.sources, trust_remote_code=self.trust_remote_code)
             self._pool = _POOLS[self.token]
         return self._pool
 
@@ -150,7 +152,17 @@ class Evaluator:
         return self.state.engine.apply(self.decode(genome))
 
     def score_model(self, model: nn.Module, data: BenchmarkData | None = None) -> tuple[float, ...]:
-        return score(model, data or self.state.data, self.metrics, self.batch_size)
+        """Score ``model``; out of memory, retry with half the batch (and keep that size) down to 1."""
+        while True:
+            try:
+                return score(model, data or self.state.data, self.metrics, self.batch_size)
+            except torch.cuda.OutOfMemoryError:
+                if self.batch_size == 1:
+                    raise
+                self.batch_size //= 2
+                log.warning("out of memory while scoring; retrying with batch size %d", self.batch_size)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
 
     def __call__(self, genome: Sequence) -> tuple[float, ...]:
         try:
@@ -194,6 +206,7 @@ class CachedMap:
     genomes seen before are answered from the cache, the others go as ``(evaluator, genome)`` tasks to
     ``base_map`` (the builtin map, SCOOP's ``futures.map`` or a pool's ``map``). A genome whose scoring
     raised gets the worst fitness and is listed in ``last_failures``. Other functions pass straight through.
+    With ``progress``, a tqdm bar counts the candidates of each call (silent when stderr is no terminal).
     """
 
     def __init__(self, evaluate: Evaluator, base_map: Callable = map) -> None:
@@ -203,6 +216,7 @@ class CachedMap:
         self.evaluations = 0
         self.processes: set[int] = set()
         self.last_failures: list[Failure] = []
+        self.progress = False
 
     def __call__(self, func: Callable, individuals: Iterable) -> list:
         if getattr(func, "func", func) is not self.evaluate:  # toolbox.register wraps it in a partial
@@ -211,6 +225,8 @@ class CachedMap:
         todo = list(dict.fromkeys(key for key in keys if key not in self.cache))
         self.last_failures = []
         results = self.base_map(score_task, [(self.evaluate, list(key)) for key in todo])
+        if self.progress:
+            results = tqdm(results, total=len(todo), desc="scoring", unit="candidate", leave=False, disable=None)
         for key, (values, error, pid) in zip(todo, results):
             self.cache[key] = tuple(values)
             self.processes.add(pid)

@@ -99,6 +99,7 @@ class LLMMergeGA:
         is_compatible: CompatibilityCheck = is_compatible,
         map: Callable = map,
         callback: GenerationCallback | None = None,
+        trust_remote_code: bool = False,
     ) -> None:
         if population_size < 2:
             raise ConfigError(f"population_size must be >= 2, got {population_size}")
@@ -122,7 +123,7 @@ class LLMMergeGA:
         self.failed_evaluations = 0
         self.callback = callback
         self.objectives = ("accuracy", "loss")
-        self.pool = SourcePool(llms, is_compatible)
+        self.pool = SourcePool(llms, is_compatible, trust_remote_code=trust_remote_code)
         self.toolbox = make_toolbox(
             self.pool, benchmark_data, genome, device=device, batch_size=batch_size,
             metrics=(calculate_accuracy, calculate_loss), weights=weights, mutation_rate=mutation_rate,

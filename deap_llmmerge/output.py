@@ -23,10 +23,13 @@ TOKENIZER_FILES = (
 )
 
 
-def prepare_output_dir(path: Path) -> Path:
-    """Create ``path``; an existing non-empty directory is refused, never overwritten."""
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise LLMMergeError(f"output directory {path} exists and is not empty; choose another --output")
+def prepare_output_dir(path: Path, force: bool = False) -> Path:
+    """Create ``path``; an existing non-empty directory is refused unless ``force``."""
+    if path.exists() and not path.is_dir():
+        raise LLMMergeError(f"output path {path} exists and is not a directory")
+    if path.exists() and any(path.iterdir()) and not force:
+        raise LLMMergeError(f"output directory {path} exists and is not empty; use --resume to continue "
+                            "its run or --force to write into it")
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -43,9 +46,12 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def save_model(model: nn.Module, folder: Path, tokenizer_from: Path | None = None) -> None:
-    """``save_pretrained`` into a temporary folder, copy the tokenizer files, then rename it to ``folder``."""
-    if folder.exists():
+def save_model(model: nn.Module, folder: Path, tokenizer_from: Path | None = None, replace: bool = False) -> None:
+    """``save_pretrained`` into a temporary folder, copy the tokenizer files, then rename it to ``folder``.
+
+    An existing ``folder`` is refused, or with ``replace`` swapped out only once the new one is complete.
+    """
+    if folder.exists() and not replace:
         raise LLMMergeError(f"{folder} already exists; refusing to overwrite it")
     temporary = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
@@ -54,7 +60,13 @@ def save_model(model: nn.Module, folder: Path, tokenizer_from: Path | None = Non
             for name in TOKENIZER_FILES:
                 if (tokenizer_from / name).is_file():
                     shutil.copy2(tokenizer_from / name, temporary / name)
-        os.rename(temporary, folder)
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old")
+            os.rename(folder, old)
+            os.rename(temporary, folder)
+            shutil.rmtree(old)
+        else:
+            os.rename(temporary, folder)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise

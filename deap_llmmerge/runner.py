@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
+from .checkpoint import CHECKPOINT_NAME, CheckpointError, check_resumable, load_checkpoint, restore_ga, save_checkpoint
 from .config import RunConfig
 from .data import load_benchmark
 from .errors import LLMMergeError
@@ -51,14 +52,50 @@ def build_ga(config: RunConfig, base_map: Callable = map) -> LLMMergeGA:
         halloffame_size=settings.halloffame_size,
         max_failed_share=settings.max_failed_share,
         map=base_map,
+        trust_remote_code=config.trust_remote_code,
     )
 
 
-def run_config(config: RunConfig, output: Path, base_map: Callable = map) -> RunResult:
-    """Run the search a config describes and write ``best/``, ``recipe.json`` and ``logbook.csv``."""
-    prepare_output_dir(output)
+class _WriteCheckpoint:
+    """GA callback: after every generation, the checkpoint (atomically) and the logbook so far."""
+
+    def __init__(self, output: Path, settings: dict, input_hashes: dict[str, str | None]) -> None:
+        self.output, self.settings, self.input_hashes = output, settings, input_hashes
+
+    def __call__(self, ga: LLMMergeGA, generation: int) -> None:
+        save_checkpoint(self.output / CHECKPOINT_NAME, ga, self.settings, self.input_hashes)
+
+
+def run_config(config: RunConfig, output: Path, base_map: Callable = map, *, resume: bool = False,
+               force: bool = False, progress: bool = False) -> RunResult:
+    """Run the search a config describes and write ``best/``, ``recipe.json`` and ``logbook.csv``.
+
+    A checkpoint is written after every generation. ``resume`` continues from it (refused when the
+    config or the source models changed, unless ``force``); without ``resume``, an existing non-empty
+    ``output`` is refused unless ``force``.
+    """
     ga = build_ga(config, base_map)
+    ga.cached_map.progress = progress
     validation = None if config.validation is None else load_benchmark(config.validation)
+    source_hashes = [sha256_of(entry.path) for entry in config.models]
+    config_json = json.loads(config.model_dump_json())
+    settings = {key: value for key, value in config_json.items() if key not in ("models", "benchmark", "validation")}
+    input_hashes = {
+        **{f"source model {i}": digest for i, digest in enumerate(source_hashes)},
+        "benchmark": sha256_of(config.benchmark),
+        "validation": None if config.validation is None else sha256_of(config.validation),
+    }
+    if resume:
+        if (output / "recipe.json").exists():
+            raise CheckpointError(f"the run in {output} has already finished (recipe.json exists)")
+        checkpoint = load_checkpoint(output / CHECKPOINT_NAME)
+        if not force:
+            check_resumable(checkpoint, settings, input_hashes)
+        restore_ga(ga, checkpoint["state"])
+        log.info("resuming %s after generation %d", output, ga.generation)
+    else:
+        prepare_output_dir(output, force=force)
+    ga.callback = _WriteCheckpoint(output, settings, input_hashes)
     best = ga.run()
     model = ga.merge_layers(best)
     held_out = None if validation is None else ga.evaluate(model, validation)
@@ -66,21 +103,21 @@ def run_config(config: RunConfig, output: Path, base_map: Callable = map) -> Run
         "genome": list(best),
         "genome_family": config.genome,
         "plan": ga.evaluator.decode(best).to_dict(),
-        "sources": [{"path": str(entry.path), "name": source.name, "sha256": sha256_of(entry.path)}
-                    for entry, source in zip(config.models, ga.pool.sources)],
+        "sources": [{"path": str(entry.path), "name": source.name, "sha256": digest}
+                    for entry, source, digest in zip(config.models, ga.pool.sources, source_hashes)],
         "fitness": list(best.fitness.values),
         "halloffame": [{"genome": list(ind), "fitness": list(ind.fitness.values)} for ind in ga.halloffame],
         "validation": None if held_out is None else list(held_out),
         "objectives": list(ga.objectives),
         "seed": config.ga.seed,
         "version": __version__,
-        "config": json.loads(config.model_dump_json()),
+        "config": config_json,
         "run": {"processes": len(ga.cached_map.processes), "evaluations": ga.cached_map.evaluations,
                 "failed_evaluations": ga.failed_evaluations},
     }
     atomic_write_text(output / "logbook.csv", logbook_csv(ga.logbook, ga.objectives))
     atomic_write_text(output / "recipe.json", json.dumps(recipe, indent=2) + "\n")
-    save_model(model.cpu(), output / "best", tokenizer_from=config.models[0].path)
+    save_model(model.cpu(), output / "best", tokenizer_from=config.models[0].path, replace=force)
     log.info("best genome %s: fitness %s", list(best), best.fitness.values)
     return RunResult(ga, best, tuple(best.fitness.values), held_out, output)
 

@@ -1,0 +1,162 @@
+"""Bad input of every kind: a non-zero exit, one line naming the problem, no traceback, nothing changed.
+
+Every case runs the real command line in a subprocess against an output directory that already holds a
+run's files (checkpoint.json and a note of the user's), and checks that not a byte of them changed.
+"""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from conftest import tiny_benchmark, tiny_model
+
+
+def cli(*args):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "deap_llmmerge.cli", "--quiet", *map(str, args)],
+                          capture_output=True, text=True, env=env)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, saved_llamas):
+    """A folder with models, data, a config, and a run whose checkpoint is there but whose outputs are not."""
+    folder = tmp_path_factory.mktemp("bad-inputs")
+    for i, path in enumerate(saved_llamas):
+        shutil.copytree(path, folder / f"model-{i}")
+    torch.save(tiny_benchmark(), folder / "bench.pt")
+    config = {"models": ["model-0", "model-1"], "benchmark": "bench.pt",
+              "ga": {"population_size": 4, "max_generations": 1, "seed": 0}}
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    assert cli("run", folder / "config.yaml", "--output", folder / "run").returncode == 0
+    for name in ("recipe.json", "logbook.csv"):
+        (folder / "run" / name).unlink()
+    shutil.rmtree(folder / "run" / "best")
+    (folder / "run" / "notes.txt").write_text("the user's own file")
+    return folder
+
+
+@pytest.fixture
+def work(finished, tmp_path):
+    """A private copy of the finished folder for one case to spoil."""
+    shutil.copytree(finished, tmp_path / "w")
+    return tmp_path / "w"
+
+
+def edit_config(work, change):
+    content = yaml.safe_load((work / "config.yaml").read_text())
+    change(content)
+    (work / "bad.yaml").write_text(yaml.safe_dump(content))
+    return ["run", work / "bad.yaml", "--output", work / "run", "--force"]
+
+
+def with_benchmark(work, payload):
+    torch.save(payload, work / "bad.pt")
+    return edit_config(work, lambda c: c.update(benchmark="bad.pt"))
+
+
+def resume(work):
+    return ["run", work / "config.yaml", "--output", work / "run", "--resume"]
+
+
+def spoil_weights(work, index):
+    weights = work / f"model-{index}" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1000])
+
+
+def relabel(bench, labels):
+    return {**bench, "labels": labels}
+
+
+class Payload:
+    """Not a tensor: weights_only loading must refuse to build it."""
+
+
+CASES = {
+    # config
+    "unknown key": (lambda w: edit_config(w, lambda c: c.update(colour="red")), "config key 'colour': unknown key"),
+    "unknown ga key": (lambda w: edit_config(w, lambda c: c["ga"].update(popsize=3)), "'ga.popsize': unknown key"),
+    "rate above 1": (lambda w: edit_config(w, lambda c: c["ga"].update(mutation_rate=1.5)),
+                     "'ga.mutation_rate': Input should be less than or equal to 1"),
+    "negative rate": (lambda w: edit_config(w, lambda c: c["ga"].update(crossover_rate=-0.1)),
+                      "'ga.crossover_rate'"),
+    "population of 1": (lambda w: edit_config(w, lambda c: c["ga"].update(population_size=1)),
+                        "'ga.population_size': Input should be greater than or equal to 2"),
+    "wrong type": (lambda w: edit_config(w, lambda c: c["ga"].update(max_generations="many")),
+                   "'ga.max_generations'"),
+    "one model": (lambda w: edit_config(w, lambda c: c.update(models=c["models"][:1])), "config key 'models'"),
+    "missing model": (lambda w: edit_config(w, lambda c: c["models"].append("nowhere")),
+                      "'models.2.path': file not found"),
+    "missing benchmark": (lambda w: edit_config(w, lambda c: c.update(benchmark="nope.pt")),
+                          "'benchmark': file not found"),
+    "unknown genome": (lambda w: edit_config(w, lambda c: c.update(genome="ties")), "unknown genome family 'ties'"),
+    "cuda without cuda": (lambda w: edit_config(w, lambda c: c.update(device="cuda")), "CUDA is not available"),
+    "not yaml": (lambda w: [(w / "bad.yaml").write_text("models: [a\n"), "run", w / "bad.yaml", "--output",
+                            w / "run", "--force"][1:], "not valid YAML"),
+    "not a mapping": (lambda w: [(w / "bad.yaml").write_text("- 1\n"), "run", w / "bad.yaml", "--output",
+                                 w / "run", "--force"][1:], "expected a mapping of config keys"),
+    "missing config": (lambda w: ["run", w / "none.yaml", "--output", w / "run"], "config file not found"),
+    # benchmark files
+    "labels shape": (lambda w: with_benchmark(w, relabel(tiny_benchmark(), tiny_benchmark()["labels"][:, :4])),
+                     r"labels has shape \(12, 4\), input_ids has \(12, 10\)"),
+    "no labeled position": (lambda w: with_benchmark(w, relabel(tiny_benchmark(), torch.full((12, 10), -100))),
+                            "have no labeled position"),
+    "not a benchmark": (lambda w: with_benchmark(w, "hello"), "benchmark_data must be"),
+    "pickled object": (lambda w: with_benchmark(w, {"input_ids": Payload()}), "cannot read benchmark file"),
+    "corrupt benchmark": (lambda w: [(w / "bench.pt").write_bytes(b"\x00garbage" * 9), "run", w / "config.yaml",
+                                     "--output", w / "run", "--force"][1:], "cannot read benchmark file"),
+    # models
+    "truncated weights": (lambda w: [spoil_weights(w, 1), "run", w / "config.yaml", "--output", w / "run",
+                                     "--force"][1:], "truncated file"),
+    "no model config": (lambda w: [(w / "model-0" / "config.json").unlink(), "run", w / "config.yaml",
+                                   "--output", w / "run", "--force"][1:], "cannot load source model"),
+    "incompatible models": (lambda w: [shutil.rmtree(w / "model-1"),
+                                       tiny_model("llama", 3, intermediate_size=48).save_pretrained(w / "model-1"),
+                                       "run", w / "config.yaml", "--output", w / "run", "--force"][2:],
+                            r"incompatible with source 0 .* in part layers.0: parameter 'mlp.gate_proj.weight'"),
+    # checkpoints
+    "no checkpoint": (lambda w: [(w / "run" / "checkpoint.json").unlink(), *resume(w)][1:],
+                      "no checkpoint to resume from"),
+    "corrupt checkpoint": (lambda w: [(w / "run" / "checkpoint.json").write_text('{"format": 1, "sta'),
+                                      *resume(w)][1:], "checkpoint.json is corrupt"),
+    "foreign checkpoint": (lambda w: [(w / "run" / "checkpoint.json").write_text(json.dumps({"format": 7})),
+                                      *resume(w)][1:], "not a deap-llmmerge checkpoint"),
+    "changed config": (lambda w: [edit_config(w, lambda c: c["ga"].update(mutation_rate=0.2)),
+                                  "run", w / "bad.yaml", "--output", w / "run", "--resume"][1:],
+                       "config changed since the checkpoint: 'ga.mutation_rate' was 0.1, is now 0.2"),
+    "changed source model": (lambda w: [tiny_model("llama", 9).save_pretrained(w / "model-1"), *resume(w)][1:],
+                             "source model 1 changed since the checkpoint"),
+    # command-line flags
+    "zero workers": (lambda w: ["run", w / "config.yaml", "--output", w / "run", "--workers", 0],
+                     "--workers must be >= 1, got 0"),
+    "resume without output": (lambda w: ["run", w / "config.yaml", "--resume"], "--resume needs the --output"),
+    "output is a file": (lambda w: ["run", w / "config.yaml", "--output", w / "run" / "notes.txt"],
+                         "exists and is not a directory"),
+    "output not empty": (lambda w: ["run", w / "config.yaml", "--output", w / "run"],
+                         "exists and is not empty; use --resume"),
+}
+
+
+def snapshot(folder):
+    return {str(path.relative_to(folder)): (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns)
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_one_line_and_changes_nothing(case, work):
+    make_argv, message = CASES[case]
+    argv = make_argv(work)
+    before = snapshot(work / "run")
+    result = cli(*argv)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("deap-llmmerge: error:"), result.stderr
+    assert re.search(message, lines[0]), lines[0]
+    assert "Traceback" not in result.stderr
+    assert snapshot(work / "run") == before
