@@ -25,6 +25,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("scoop-entry", help="print the script path to run under python -m scoop")
+    report = commands.add_parser("report", help="draw PNG plots of a finished run into DIR/report/")
+    report.add_argument("run", type=Path, help="the run's output directory")
     run = commands.add_parser("run", help="search for the best merge a config describes")
     run.add_argument("config", type=Path, help="YAML run config")
     run.add_argument("--output", type=Path, help="output directory (default runs/<timestamp>)")
@@ -83,6 +85,13 @@ def _scoop_entry(args: argparse.Namespace, base_map: Callable | None) -> None:
     print(scoop_entry_path())
 
 
+def _report(args: argparse.Namespace, base_map: Callable | None) -> None:
+    from .report import write_report
+
+    for path in write_report(args.run):
+        print(f"wrote {path}")
+
+
 def _write_status(error: str | None) -> None:
     """For a launcher that cannot trust the exit status (SCOOP's): where the run says how it ended."""
     path = os.environ.get(STATUS_ENV)
@@ -97,7 +106,8 @@ def main(argv: Sequence[str] | None = None, base_map: Callable | None = None) ->
     hf_logging.disable_progress_bar()
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
-    commands = {"run": _run, "export": _export, "scoop-entry": _scoop_entry}
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    commands = {"run": _run, "export": _export, "scoop-entry": _scoop_entry, "report": _report}
     try:
         commands[args.command](args, base_map)
     except (LLMMergeError, ValidationError, OSError) as exc:

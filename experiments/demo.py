@@ -88,7 +88,9 @@ def main() -> int:
                 "held-out": BenchmarkData(**torch.load(work / "heldout.pt"))}
     print()
     print(table(rows, datasets))
-    print(f"\nrun output: {output} (best/, recipe.json, logbook.csv); total {time.time() - started:.0f} s")
+    cli_main(["--quiet", "report", str(output)])
+    print(f"\nrun output: {output} (best/, recipe.json, logbook.csv, checkpoint.json, report/*.png); "
+          f"total {time.time() - started:.0f} s")
     return 0
 
 

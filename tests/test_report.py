@@ -1,0 +1,45 @@
+"""`deap-llmmerge report`: PNG plots of a finished run."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from conftest import tiny_benchmark
+
+from deap_llmmerge.report import pareto_front
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def cli(*args):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "deap_llmmerge.cli", "--quiet", *map(str, args)],
+                          capture_output=True, text=True, env=env)
+
+
+@pytest.mark.parametrize("genome", ["choice", "blend"])
+def test_report_draws_the_plots_of_a_finished_run(tmp_path, saved_llamas, genome):
+    torch.save(tiny_benchmark(), tmp_path / "bench.pt")
+    config = {"models": [str(p) for p in saved_llamas], "benchmark": "bench.pt", "genome": genome,
+              "ga": {"population_size": 6, "max_generations": 2}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    assert cli("run", tmp_path / "config.yaml", "--output", tmp_path / "out").returncode == 0
+    result = cli("report", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    for name in ("objectives.png", "pareto.png", "sources.png"):
+        path = tmp_path / "out" / "report" / name
+        assert path.read_bytes()[:8] == PNG and path.stat().st_size > 5000, name
+
+
+def test_report_of_an_unfinished_run_is_a_one_line_error(tmp_path):
+    result = cli("report", tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"deap-llmmerge: error: {tmp_path} holds no finished run (recipe.json is missing)"
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    points = [(0.9, 1.0), (0.8, 0.5), (0.8, 0.7), (0.5, 0.4), (0.4, 0.9), (0.9, 1.0)]
+    assert pareto_front(points) == [(0.5, 0.4), (0.8, 0.5), (0.9, 1.0)]
