@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from transformers import (
@@ -84,3 +88,10 @@ def saved_llamas(tmp_path_factory):
         tiny_model("llama", seed).save_pretrained(path)
         paths.append(path)
     return paths
+
+
+def cli(*args) -> subprocess.CompletedProcess:
+    """``deap-llmmerge --quiet ARGS`` in a fresh process, as a user runs it (one torch thread)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "deap_llmmerge.cli", "--quiet", *map(str, args)],
+                          capture_output=True, text=True, env=env)

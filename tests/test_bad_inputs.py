@@ -6,22 +6,13 @@ run's files (checkpoint.json and a note of the user's), and checks that not a by
 
 import hashlib
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
 import yaml
-from conftest import tiny_benchmark, tiny_model
-
-
-def cli(*args):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "deap_llmmerge.cli", "--quiet", *map(str, args)],
-                          capture_output=True, text=True, env=env)
+from conftest import cli, tiny_benchmark, tiny_model
 
 
 @pytest.fixture(scope="module")

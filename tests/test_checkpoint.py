@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 import yaml
-from conftest import tiny_benchmark
+from conftest import cli, tiny_benchmark
 
 # The real command line, each generation slowed down so that the kill lands in the middle of the run.
 SLOW_CLI = """
@@ -28,9 +28,6 @@ sys.exit(main(sys.argv[1:]))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "deap_llmmerge.cli", "--quiet", *map(str, args)],
-                          capture_output=True, text=True, env=ENV)
 
 
 @pytest.fixture(scope="module")

@@ -1,21 +1,12 @@
 """`deap-llmmerge run` / `export` as a user runs them: real processes, real files."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 import yaml
-from conftest import tiny_benchmark
+from conftest import cli, tiny_benchmark
 from safetensors.torch import load_file
-
-
-def cli(*args, cwd=None):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "deap_llmmerge.cli", "--quiet", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd, env=env)
 
 
 @pytest.fixture

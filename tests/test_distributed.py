@@ -1,23 +1,16 @@
 """Distributed scoring with real SCOOP workers and a real process pool: same results, failures survived."""
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 import torch
 import yaml
-from conftest import tiny_benchmark, tiny_model
+from conftest import cli, tiny_benchmark, tiny_model
 
 from deap_llmmerge import EvaluationError, LLMMergeGA
 from deap_llmmerge.distributed import PoolMap, scoop_entry_path
-
-
-def cli(*args):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "deap_llmmerge.cli", "--quiet", *map(str, args)],
-                          capture_output=True, text=True, env=env)
 
 
 @pytest.fixture(scope="module")

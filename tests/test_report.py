@@ -1,23 +1,16 @@
 """`deap-llmmerge report`: PNG plots of a finished run."""
 
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 import yaml
-from conftest import tiny_benchmark
+from conftest import cli, tiny_benchmark
 
 from deap_llmmerge.report import pareto_front
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def cli(*args):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "deap_llmmerge.cli", "--quiet", *map(str, args)],
-                          capture_output=True, text=True, env=env)
 
 
 @pytest.mark.parametrize("genome", ["choice", "blend"])
