@@ -15,7 +15,7 @@ from torch import nn
 
 from .errors import LLMMergeError
 
-__all__ = ["prepare_output_dir", "atomic_write_text", "save_model", "logbook_csv", "TOKENIZER_FILES"]
+__all__ = ["prepare_output_dir", "atomic_write_text", "publish", "save_model", "logbook_csv", "TOKENIZER_FILES"]
 
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
@@ -34,13 +34,28 @@ def prepare_output_dir(path: Path, force: bool = False) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish(temporary: str | Path, path: Path) -> None:
+    """Give a finished temporary file or folder the usual permissions and rename it to ``path``.
+
+    (``mkstemp`` and ``mkdtemp`` create them private to their owner.)
+    """
+    os.chmod(temporary, (0o777 if Path(temporary).is_dir() else 0o666) & ~_umask())
+    os.replace(temporary, path)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write to a temporary file beside ``path``, then rename it over ``path``."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(handle, "w") as file:
             file.write(text)
-        os.replace(temporary, path)
+        publish(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
@@ -63,10 +78,10 @@ def save_model(model: nn.Module, folder: Path, tokenizer_from: Path | None = Non
         if folder.exists():
             old = folder.with_name(f".{folder.name}.old")
             os.rename(folder, old)
-            os.rename(temporary, folder)
+            publish(temporary, folder)
             shutil.rmtree(old)
         else:
-            os.rename(temporary, folder)
+            publish(temporary, folder)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .checkpoint import CHECKPOINT_NAME
 from .errors import LLMMergeError
+from .output import publish
 
 __all__ = ["write_report", "pareto_front"]
 
@@ -32,7 +33,7 @@ def _save(figure, path: Path) -> None:
     os.close(handle)
     try:
         figure.savefig(temporary, dpi=120, bbox_inches="tight")
-        os.replace(temporary, path)
+        publish(temporary, path)
     finally:
         Path(temporary).unlink(missing_ok=True)
 

@@ -1,6 +1,7 @@
 """`deap-llmmerge run` / `export` as a user runs them: real processes, real files."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -41,6 +42,11 @@ def test_run_writes_best_model_recipe_and_logbook(config, tmp_path):
     rows = (out / "logbook.csv").read_text().splitlines()
     assert rows[0].startswith("gen,evals,accuracy_max") and len(rows) == 1 + 4
     assert "best fitness" in result.stdout
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (out / "recipe.json", out / "logbook.csv", out / "best", out / "best" / "config.json"):
+        default = (0o777 if path.is_dir() else 0o666) & ~umask
+        assert path.stat().st_mode & 0o777 == default, path
 
 
 def test_export_rebuilds_the_best_model(config, tmp_path):
