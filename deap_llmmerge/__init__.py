@@ -1,11 +1,15 @@
 """deap-llmmerge: evolve merges of language models with DEAP.
 
 Public API, top-down: the facade (:class:`LLMMergeGA`), the toolbox it wraps (:func:`make_toolbox`),
-the data it scores on (:class:`BenchmarkData`), the genome families and merge methods (registries),
-and the errors that name bad input.
+the data it scores on (:class:`BenchmarkData`, :func:`load_benchmark`, :func:`build_benchmark`), the
+registries of genome families and merge methods, where candidates are scored (:class:`PoolMap`,
+:func:`scoop_map`), and the errors that name bad input.
 """
 
+from .compat import is_compatible
 from .data import BenchmarkData, load_benchmark
+from .datafiles import build_benchmark
+from .distributed import PoolMap, scoop_map
 from .errors import (
     BenchmarkDataError,
     ConfigError,
@@ -15,15 +19,18 @@ from .errors import (
     LLMMergeError,
     SourceModelError,
 )
-from .evaluation import CachedMap, Evaluator
+from .evaluation import Evaluator
 from .ga import LLMMergeGA
-from .genomes import GENOMES, GenomeFamily
-from .merge import MERGE_METHODS, MergeEngine, MergePlan, PartMerge, register_merge_method
+from .genomes import GENOMES, GenomeFamily, GenomeSpace
+from .merge import MergeEngine
+from .methods import MERGE_METHODS, register_merge_method
 from .metrics import calculate_accuracy, calculate_loss
-from .sources import SourcePool, is_compatible
+from .plan import MergePlan, PartMerge
+from .scoring_map import CachedMap
+from .sources import SourcePool
 from .toolbox import individual_class, make_toolbox
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "LLMMergeGA",
@@ -31,12 +38,14 @@ __all__ = [
     "individual_class",
     "BenchmarkData",
     "load_benchmark",
+    "build_benchmark",
     "SourcePool",
     "is_compatible",
     "calculate_accuracy",
     "calculate_loss",
     "GENOMES",
     "GenomeFamily",
+    "GenomeSpace",
     "MERGE_METHODS",
     "register_merge_method",
     "MergePlan",
@@ -44,6 +53,8 @@ __all__ = [
     "MergeEngine",
     "Evaluator",
     "CachedMap",
+    "PoolMap",
+    "scoop_map",
     "LLMMergeError",
     "ConfigError",
     "SourceModelError",

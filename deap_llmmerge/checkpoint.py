@@ -9,7 +9,9 @@ leaves either the previous checkpoint or the new one, never half of one.
 from __future__ import annotations
 
 import json
+import math
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,18 +22,33 @@ from .ga import LLMMergeGA
 from .output import atomic_write_text
 
 __all__ = ["CHECKPOINT_NAME", "CheckpointError", "ga_state", "restore_ga", "save_checkpoint", "load_checkpoint",
-           "check_resumable"]
+           "check_resumable", "json_values", "from_json_values"]
 
 CHECKPOINT_NAME = "checkpoint.json"
-FORMAT = 1
+FORMAT = 2
 
 
 class CheckpointError(LLMMergeError):
     """A checkpoint is missing, corrupt, or belongs to another config or other source models."""
 
 
+def json_values(values: Sequence[float]) -> list[float | None]:
+    """Fitness values for standard JSON: a non-finite value (a failed or invalid candidate) is null."""
+    return [float(v) if math.isfinite(v) else None for v in values]
+
+
+def from_json_values(values: Sequence[float | None], weights: Sequence[float]) -> tuple[float, ...]:
+    """The inverse of :func:`json_values`: null is the worst value of its objective."""
+    return tuple((-math.inf if w > 0 else math.inf) if v is None else float(v) for v, w in zip(values, weights))
+
+
+def _number(value: object) -> object:
+    """A logbook statistic for standard JSON (NaN, from a generation without one finite value, is null)."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
 def _individuals(individuals: list) -> list[dict]:
-    return [{"genome": list(ind), "fitness": list(ind.fitness.values) if ind.fitness.valid else None}
+    return [{"genome": list(ind), "fitness": json_values(ind.fitness.values) if ind.fitness.valid else None}
             for ind in individuals]
 
 
@@ -55,7 +72,8 @@ def _set_rng_state(state: dict) -> None:
 def ga_state(ga: LLMMergeGA) -> dict:
     """The loop state of ``ga`` after its last finished generation."""
     logbook = [
-        {**record, **{name: dict(ga.logbook.chapters[name][i]) for name in ga.objectives}}
+        {**record, **{name: {key: _number(value) for key, value in ga.logbook.chapters[name][i].items()}
+                      for name in ga.objectives}}
         for i, record in enumerate(ga.logbook)
     ]
     return {
@@ -65,8 +83,9 @@ def ga_state(ga: LLMMergeGA) -> dict:
         "population": _individuals(ga.population),
         "halloffame": _individuals(ga.halloffame),
         "logbook": logbook,
-        "cache": [[list(genome), list(values)] for genome, values in ga.cached_map.cache.items()],
+        "cache": [[ga.cached_map.genomes[key], json_values(values)] for key, values in ga.cached_map.cache.items()],
         "evaluations": ga.cached_map.evaluations,
+        "mutation_rate": ga.current_mutation_rate,
         "rng": _rng_state(),
     }
 
@@ -74,11 +93,13 @@ def ga_state(ga: LLMMergeGA) -> dict:
 def restore_ga(ga: LLMMergeGA, state: dict) -> None:
     """Put ``ga`` back into the state ``ga_state`` saved; ``ga.run()`` then continues the run."""
 
+    weights = ga.evaluator.weights
+
     def individual(saved: dict) -> list:
         ind = ga.toolbox.pure(source=0)
         ind[:] = saved["genome"]
         if saved["fitness"] is not None:
-            ind.fitness.values = tuple(saved["fitness"])
+            ind.fitness.values = from_json_values(saved["fitness"], weights)
         return ind
 
     ga.generation = state["generation"]
@@ -91,15 +112,22 @@ def restore_ga(ga: LLMMergeGA, state: dict) -> None:
     for chapter in ga.logbook.chapters.values():
         chapter.clear()
     for record in state["logbook"]:
-        ga.logbook.record(**record)
-    ga.cached_map.cache = {tuple(genome): tuple(values) for genome, values in state["cache"]}
+        ga.logbook.record(**{key: ({k: math.nan if v is None else v for k, v in value.items()}
+                                   if isinstance(value, dict) else value) for key, value in record.items()})
+    ga.cached_map.cache.clear()
+    ga.cached_map.genomes.clear()
+    for genome, values in state["cache"]:
+        ga.cached_map.remember(genome, from_json_values(values, weights))
     ga.cached_map.evaluations = state["evaluations"]
+    if ga.current_mutation_rate != state["mutation_rate"]:
+        ga.current_mutation_rate = state["mutation_rate"]
+        ga.evaluator.family.register_operators(ga.toolbox, ga.evaluator.space, state["mutation_rate"])
     _set_rng_state(state["rng"])
 
 
 def save_checkpoint(path: Path, ga: LLMMergeGA, config: dict, input_hashes: dict[str, str | None]) -> None:
     content = {"format": FORMAT, "config": config, "input_hashes": input_hashes, "state": ga_state(ga)}
-    atomic_write_text(path, json.dumps(content))
+    atomic_write_text(path, json.dumps(content, allow_nan=False))
 
 
 def load_checkpoint(path: Path) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import os
@@ -38,9 +39,21 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true",
                      help="write into a non-empty --output; with --resume, accept a changed config or sources")
     export = commands.add_parser("export", help="rebuild a merged model from a recipe.json")
-    export.add_argument("recipe", type=Path)
+    export.add_argument("recipe", type=Path, help="a run's recipe.json, or the run folder holding it")
     export.add_argument("--output", type=Path, required=True, help="folder for the merged model")
+    export.add_argument("--member", type=int, help="member K of the recipe's Pareto front (NSGA-II runs)")
     export.add_argument("--no-hash-check", action="store_true", help="skip the check that sources are unchanged")
+    data = commands.add_parser("data", help="benchmark files")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    build = data_commands.add_parser("build", help="tokenize a JSONL / Parquet / text file into benchmark tensors")
+    build.add_argument("kind", choices=["completion", "multiple_choice", "text"], help="what the file holds")
+    build.add_argument("file", type=Path, help="the JSONL, Parquet or text file")
+    build.add_argument("--tokenizer", type=Path, required=True, help="model folder (or .gguf) whose tokenizer to use")
+    build.add_argument("--output", type=Path, required=True, help="the .pt file to write")
+    build.add_argument("--window", type=int, default=128, help="text: tokens per window (default 128)")
+    build.add_argument("--normalization", choices=["chars", "tokens"], default="chars",
+                       help="multiple_choice: acc_norm per character (default) or per token")
+    build.add_argument("--max-items", type=int, help="keep only the first N items (text: windows)")
     return parser
 
 
@@ -76,7 +89,24 @@ def _run(args: argparse.Namespace, base_map: Callable | None) -> None:
 def _export(args: argparse.Namespace, base_map: Callable | None) -> None:
     from .runner import export_recipe
 
-    print(f"wrote {export_recipe(args.recipe, args.output, check_hashes=not args.no_hash_check)}")
+    print(f"wrote {export_recipe(args.recipe, args.output, check_hashes=not args.no_hash_check, member=args.member)}")
+
+
+def _data(args: argparse.Namespace, base_map: Callable | None) -> None:
+    import torch
+
+    from .datafiles import build_benchmark
+    from .output import atomic_write_bytes
+
+    if args.output.exists():
+        raise LLMMergeError(f"{args.output} already exists; refusing to overwrite it")
+    data = build_benchmark(args.kind, args.file, args.tokenizer, window=args.window, normalization=args.normalization,
+                           max_items=args.max_items)
+    buffer = io.BytesIO()
+    torch.save(data.to_dict(), buffer)
+    atomic_write_bytes(args.output, buffer.getvalue())
+    print(f"wrote {args.output}: {len(data)} rows of {data.input_ids.shape[1]} tokens, "
+          f"{data.num_labeled} scored positions ({data.kind})")
 
 
 def _scoop_entry(args: argparse.Namespace, base_map: Callable | None) -> None:
@@ -107,7 +137,7 @@ def main(argv: Sequence[str] | None = None, base_map: Callable | None = None) ->
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
-    commands = {"run": _run, "export": _export, "scoop-entry": _scoop_entry, "report": _report}
+    commands = {"run": _run, "export": _export, "scoop-entry": _scoop_entry, "report": _report, "data": _data}
     try:
         commands[args.command](args, base_map)
     except (LLMMergeError, ValidationError, OSError) as exc:

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .data import KINDS
+from .devices import resolve_device
 from .errors import ConfigError
-from .evaluation import resolve_device
 from .genomes import GENOMES
+from .genomes.space import parse_granularity
+from .objectives import SINGLE
 
-__all__ = ["ModelEntry", "GASettings", "RunConfig", "load_config"]
+__all__ = ["ModelEntry", "BenchmarkEntry", "GASettings", "RunConfig", "load_config"]
+
+_SUFFIX_KINDS = {".pt": "tensors", ".txt": "text"}
 
 
 class _Strict(BaseModel):
@@ -22,6 +28,31 @@ class _Strict(BaseModel):
 class ModelEntry(_Strict):
     path: Path
     name: str | None = None
+
+
+class BenchmarkEntry(_Strict):
+    """A benchmark file: tensors (``.pt``), or JSONL / Parquet / text built with the tokenizer."""
+
+    path: Path
+    kind: Literal["tensors", "completion", "multiple_choice", "text"] | None = None
+    window: int = Field(128, ge=2)
+    normalization: Literal["chars", "tokens"] = "chars"
+    max_items: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _kind_known(self) -> BenchmarkEntry:
+        if self.kind is None and self.path.suffix not in _SUFFIX_KINDS:
+            raise ValueError(f"say which kind {self.path.name} holds (kind: {', '.join(KINDS)})")
+        return self
+
+    @property
+    def resolved_kind(self) -> str:
+        return self.kind or _SUFFIX_KINDS[self.path.suffix]
+
+
+class AdaptiveMutation(_Strict):
+    threshold: float = Field(0.5, gt=0.0, le=1.0)
+    factor: float = Field(2.0, ge=1.0)
 
 
 class GASettings(_Strict):
@@ -35,16 +66,42 @@ class GASettings(_Strict):
     tournament_size: int = Field(3, ge=1)
     halloffame_size: int = Field(5, ge=1)
     max_failed_share: float = Field(0.5, ge=0.0, le=1.0)
+    adaptive_mutation: AdaptiveMutation | None = None
+
+
+class DepthBounds(_Strict):
+    min: int = Field(ge=1)
+    max: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DepthBounds:
+        if self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+
+Benchmarks = Path | BenchmarkEntry | dict[str, Path | BenchmarkEntry]
 
 
 class RunConfig(_Strict):
     models: list[ModelEntry] = Field(min_length=2)
-    benchmark: Path
-    validation: Path | None = None
+    base: Path | None = None
+    benchmark: Benchmarks
+    validation: Benchmarks | None = None
+    tokenizer: Path | None = None
     genome: str = "choice"
+    method: str | None = None
+    search_methods: list[str] | None = None
+    method_options: dict[str, dict[str, float | bool]] = {}
+    negative_weights: bool = False
+    genome_granularity: str = "layer"
+    depth: DepthBounds | None = None
+    objectives: list[str] | None = None
+    selection: Literal["tournament", "nsga2"] = "tournament"
     ga: GASettings = GASettings()
     device: str = "cpu"
     batch_size: int = Field(32, ge=1)
+    score_memory_mb: int | None = Field(None, ge=0)
     trust_remote_code: bool = False
 
     @field_validator("models", mode="before")
@@ -54,11 +111,24 @@ class RunConfig(_Strict):
             return [{"path": item} if isinstance(item, str) else item for item in value]
         return value
 
+    @field_validator("benchmark", "validation", mode="before")
+    @classmethod
+    def _benchmark_shapes(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "path" not in value:
+            return {name: {"path": item} if isinstance(item, str) else item for name, item in value.items()}
+        return value
+
     @field_validator("genome")
     @classmethod
     def _known_genome(cls, value: str) -> str:
         if value not in GENOMES:
             raise ValueError(f"unknown genome family {value!r}; known: {', '.join(GENOMES)}")
+        return value
+
+    @field_validator("genome_granularity")
+    @classmethod
+    def _granularity(cls, value: str) -> str:
+        parse_granularity(value)
         return value
 
     @field_validator("device")
@@ -67,29 +137,83 @@ class RunConfig(_Strict):
         resolve_device(value)
         return value
 
+    @model_validator(mode="after")
+    def _fits_genome(self) -> RunConfig:
+        if self.genome == "methods" and self.method is None:
+            raise ValueError("genome 'methods' needs a method (ties, dare_ties, ..., or search)")
+        if self.genome != "methods" and (self.method is not None or self.search_methods is not None):
+            raise ValueError(f"method applies to genome: methods, not {self.genome}")
+        if self.depth is not None and self.genome != "stack":
+            raise ValueError(f"depth applies to genome: stack, not {self.genome}")
+        return self
+
+    def benchmarks(self) -> dict[str, BenchmarkEntry]:
+        return _entries(self.benchmark)
+
+    def validations(self) -> dict[str, BenchmarkEntry]:
+        return {} if self.validation is None else _entries(self.validation)
+
     def resolved(self, base: Path) -> RunConfig:
         """The same config with relative paths taken from ``base``; every path must exist."""
         def resolve(path: Path, key: str) -> Path:
             full = path if path.is_absolute() else base / path
             if not full.exists():
                 raise ConfigError(f"config key {key!r}: file not found: {full}")
-            return full
+            return full.absolute()
+
+        def resolve_benchmarks(value: Benchmarks | None, key: str) -> Benchmarks | None:
+            if value is None:
+                return None
+            if isinstance(value, dict):
+                return {name: resolve_benchmarks(item, f"{key}.{name}") for name, item in value.items()}
+            if isinstance(value, BenchmarkEntry):
+                return value.model_copy(update={"path": resolve(value.path, f"{key}.path")})
+            return resolve(value, key)
 
         models = [entry.model_copy(update={"path": resolve(entry.path, f"models.{i}.path")})
                   for i, entry in enumerate(self.models)]
-        validation = None if self.validation is None else resolve(self.validation, "validation")
-        return self.model_copy(update={"models": models, "benchmark": resolve(self.benchmark, "benchmark"),
-                                       "validation": validation})
+        return self.model_copy(update={
+            "models": models,
+            "base": None if self.base is None else resolve(self.base, "base"),
+            "benchmark": resolve_benchmarks(self.benchmark, "benchmark"),
+            "validation": resolve_benchmarks(self.validation, "validation"),
+            "tokenizer": None if self.tokenizer is None else resolve(self.tokenizer, "tokenizer"),
+        })
+
+
+def _entries(value: Benchmarks) -> dict[str, BenchmarkEntry]:
+    if isinstance(value, dict):
+        return {name: item if isinstance(item, BenchmarkEntry) else BenchmarkEntry(path=item)
+                for name, item in value.items()}
+    return {SINGLE: value if isinstance(value, BenchmarkEntry) else BenchmarkEntry(path=value)}
+
+
+def _unknown_key(raw: dict, model: type[BaseModel], prefix: str = "") -> str | None:
+    """The first key of ``raw`` that ``model`` does not know, with the closest known key; nested models too."""
+    known = list(model.model_fields)
+    for key, value in raw.items():
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean {prefix + close[0]!r}?)" if close else f" (known: {', '.join(known)})"
+            return f"unknown key {prefix + str(key)!r}{hint}"
+        annotation = model.model_fields[key].annotation
+        nested = next((t for t in getattr(annotation, "__args__", (annotation,))
+                       if isinstance(t, type) and issubclass(t, BaseModel)), None)
+        if nested is not None and isinstance(value, dict):
+            found = _unknown_key(value, nested, f"{prefix}{key}.")
+            if found:
+                return found
+    return None
 
 
 def _one_line(error: ValidationError) -> str:
     first = error.errors()[0]
-    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    key = ".".join(str(part) for part in first["loc"] if not str(part).startswith(("function-", "tagged")))
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown key"
     more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
-    return f"config key {key!r}: {message}{more}"
+    return f"config key {key or '(top level)'!r}: {message}{more}"
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -100,9 +224,17 @@ def load_config(path: str | Path) -> RunConfig:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file ({exc.reason})") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys, got {type(raw).__name__}")
+    unknown = _unknown_key(raw, RunConfig)
+    if unknown:
+        raise ConfigError(f"{path}: {unknown}")
     try:
         config = RunConfig.model_validate(raw)
     except ValidationError as exc:

@@ -1,75 +1,54 @@
-"""Scoring genomes: the picklable fitness function and the population-level map with its cache.
+"""Scoring genomes: the picklable fitness function, its per-process state, and the population-level map.
 
-Per process, an :class:`Evaluator` keeps one state: the source pool, one skeleton model on the
-device, the merge engine writing into it, and the benchmark tensors on the device. Only genomes
-(plain lists) and fitness tuples cross process boundaries.
+An :class:`Evaluator` pickles to a few kilobytes: the sources travel as paths, the benchmark as a reference
+(a SCOOP shared constant or a file keyed by its content hash), never as tensors, so a task carries only
+genomes. Each process builds its state once (source pool, skeleton model, merge engine, benchmark on the
+device, batch size) and keeps it while evaluators of that run arrive; in the process that made the
+evaluator the state is dropped with it.
 """
 
 from __future__ import annotations
 
 import copy
-import fcntl
 import itertools
 import logging
 import math
 import os
+import shutil
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+import weakref
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .data import BenchmarkData
-from .errors import BenchmarkDataError, ConfigError, InvalidGenomeError
-from .genomes import GenomeFamily
-from .merge import MergeEngine, MergePlan
-from .metrics import Metric, score
+from .devices import resolve_device, worker_device
+from .errors import InvalidGenomeError
+from .genomes import GenomeFamily, GenomeSpace
+from .merge import MergeEngine
+from .metrics import Metric, benchmark_metrics
+from .objectives import Objective
+from .plan import MergePlan
+from .scoring import PopulationScorer, default_memory_budget
 from .sources import SourcePool
 
-__all__ = ["Evaluator", "CachedMap", "Failure", "score_task", "resolve_device", "worst_fitness"]
+__all__ = ["Evaluator", "score_chunk", "worst_fitness", "DATA_LOADS"]
 
 log = logging.getLogger(__name__)
 
-_STATES: dict[str, _State] = {}
-_POOLS: dict[str, SourcePool] = {}
+_LOCAL: dict[str, tuple[SourcePool, dict[str, BenchmarkData]]] = {}  # in the process that made the evaluator
+_STATES: OrderedDict[str, _State] = OrderedDict()
+_POOLS: dict[tuple, SourcePool] = {}
+_DATA: dict[str, BenchmarkData] = {}
 _TOKENS = itertools.count()
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """Parse ``cpu`` / ``cuda`` / ``cuda:1``; a CUDA device that is not there is an error, not a fallback."""
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"device {device!r} is not a torch device (use cpu, cuda or cuda:N)") from exc
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {device!r} requested but CUDA is not available on this machine")
-        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            visible = torch.cuda.device_count()
-            raise ConfigError(f"device {device!r} requested but only {visible} CUDA device(s) are visible")
-    elif resolved.type != "cpu":
-        raise ConfigError(f"device {device!r} is not supported (use cpu, cuda or cuda:N)")
-    return resolved
-
-
-def worker_device(device: torch.device, run_token: str) -> torch.device:
-    """In a SCOOP worker, plain ``cuda`` means GPU ``i mod (visible GPUs)`` for the host's i-th worker."""
-    import scoop
-
-    if device.type != "cuda" or device.index is not None or not getattr(scoop, "IS_RUNNING", False):
-        return device
-    counter = Path(tempfile.gettempdir()) / f"deap-llmmerge-gpu-{run_token}"
-    with open(counter, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        handle.seek(0)
-        slot = len(handle.read())
-        handle.write("x")
-    return torch.device("cuda", slot % torch.cuda.device_count())
+_KEEP_STATES = 2
+DATA_LOADS = {"count": 0}  # benchmark transfers received by this process (a worker should see one per run)
 
 
 def worst_fitness(weights: Sequence[float]) -> tuple[float, ...]:
@@ -81,157 +60,248 @@ def worst_fitness(weights: Sequence[float]) -> tuple[float, ...]:
 class _State:
     pool: SourcePool
     engine: MergeEngine
-    data: BenchmarkData
+    scorer: PopulationScorer
+    benchmarks: dict[str, BenchmarkData]
+
+
+@dataclass(frozen=True)
+class _DataRef:
+    """Where a worker finds a benchmark: a SCOOP shared constant or a file, both keyed by content hash."""
+
+    digest: str
+    path: str
+    scoop_key: str | None = None
+
+
+def _drop(token: str) -> None:
+    _LOCAL.pop(token, None)
+    _STATES.pop(token, None)
+    shutil.rmtree(_saved_sources(token), ignore_errors=True)
+
+
+def _saved_sources(token: str) -> Path:
+    return Path(tempfile.gettempdir()) / f"deap-llmmerge-sources-{token}"
+
+
+def _scoop_running() -> bool:
+    import scoop
+
+    return bool(getattr(scoop, "IS_RUNNING", False))
 
 
 class Evaluator:
-    """``evaluator(genome) -> fitness values``: decode, merge in place, score on the benchmark."""
+    """``evaluator(genome) -> fitness values``: decode, merge in place, score on the benchmarks."""
 
     def __init__(
         self,
         pool: SourcePool,
-        data: BenchmarkData,
+        benchmarks: dict[str, BenchmarkData],
         family: GenomeFamily,
-        metrics: Sequence[Metric],
-        weights: Sequence[float],
+        space: GenomeSpace,
+        objectives: Sequence[Objective],
         device: str | torch.device = "cpu",
         batch_size: int = 32,
+        metrics: dict[str, Metric] | None = None,
+        memory_budget_mb: int | None = None,
+        savings: bool = True,
+        method_options: dict | None = None,
     ) -> None:
-        self._pool = pool
-        self.sources = pool.sources
+        self.sources = tuple((source.name, source.path) for source in pool.sources)
+        self.base = None if pool.base is None or pool.base_index < pool.num_sources else \
+            (pool.base.name, pool.base.path)
+        self.in_memory = any(source.model is not None for source in pool.entries)
         self.trust_remote_code = pool.trust_remote_code
-        self.part_names = pool.part_names
-        self.data = data
         self.family = family
-        self.metrics = tuple(metrics)
-        self.weights = tuple(weights)
-        self.device = resolve_device(device)
+        self.space = space
+        self.objectives = tuple(objectives)
+        self.weights = tuple(o.weight for o in self.objectives)
+        self.device = str(resolve_device(device))
         self.batch_size = batch_size
+        self.metrics = metrics
+        self.memory_budget_mb = memory_budget_mb
+        self.savings = savings
+        self.method_options = method_options or {}
         self.token = f"{os.getpid()}-{next(_TOKENS)}-{time.time_ns()}"
+        self.data_refs = {name: _DataRef(data.content_hash(), "") for name, data in benchmarks.items()}
+        _LOCAL[self.token] = (pool, dict(benchmarks))
+        weakref.finalize(self, _drop, self.token)
 
+    # -- pickling: only references travel ------------------------------------------------------------------
     def __getstate__(self) -> dict:
-        """Sources given as paths travel as paths: each worker maps the files itself, once."""
-        state = dict(self.__dict__)
-        if all(source.model is None for source in self.sources):
-            state["_pool"] = None
-        return state
+        self.publish()
+        return dict(self.__dict__)
 
-    @property
-    def pool(self) -> SourcePool:
-        """The source pool of this process: the one given, or one built once from the source paths."""
-        if self._pool is None:
-            if self.token not in _POOLS:
-                _POOLS[self.token] = SourcePool(self.sources, trust_remote_code=self.trust_remote_code)
-            self._pool = _POOLS[self.token]
-        return self._pool
+    def publish(self, use_scoop: bool = False) -> None:
+        """Make this evaluator loadable in another process: benchmark files keyed by content hash (and SCOOP
+        shared constants with ``use_scoop``), in-memory source models saved as safetensors folders."""
+        local = _LOCAL.get(self.token)
+        if local is None:  # a copy in a worker: already published
+            return
+        pool, benchmarks = local
+        for name, data in benchmarks.items():
+            ref = self.data_refs[name]
+            if not ref.path:
+                path = Path(tempfile.gettempdir()) / f"deap-llmmerge-data-{ref.digest}.pt"
+                if not path.exists():
+                    partial = path.with_name(f".{path.name}.{os.getpid()}")
+                    torch.save(data.to_dict(), partial)
+                    os.replace(partial, path)
+                ref = _DataRef(ref.digest, str(path))
+            if use_scoop and ref.scoop_key is None and _scoop_running():
+                from scoop import shared
 
+                key = f"deap_llmmerge_data_{ref.digest}"
+                shared.setConst(**{key: data.to_dict()})
+                ref = _DataRef(ref.digest, ref.path, key)
+            self.data_refs[name] = ref
+        if self.in_memory:
+            folder = _saved_sources(self.token)
+            paths = []
+            for k, entry in enumerate(pool.entries):
+                target = folder / f"source-{k}"
+                if not target.exists():
+                    model = entry.model if entry.model is not None else pool.reference_model
+                    model.save_pretrained(target)
+                paths.append((entry.name, target))
+            self.sources = tuple(paths[:pool.num_sources])
+            self.base = paths[pool.num_sources] if len(paths) > pool.num_sources else None
+            self.in_memory = False
+
+    # -- the state of this process -----------------------------------------------------------------------
     @property
     def state(self) -> _State:
-        """This process's pool, skeleton and data, built on first use."""
+        """This process's pool, engine, scorer and benchmarks, built on first use."""
         state = _STATES.get(self.token)
         if state is None:
-            state = _STATES[self.token] = self._build_state()
+            state = self._build_state()
+            _STATES[self.token] = state
+            while len(_STATES) > _KEEP_STATES and self.token not in _LOCAL:
+                _STATES.popitem(last=False)
+        _STATES.move_to_end(self.token)
         return state
 
+    def _pool(self) -> SourcePool:
+        local = _LOCAL.get(self.token)
+        if local is not None:
+            return local[0]
+        key = (self.sources, self.base, self.trust_remote_code)
+        if key not in _POOLS:
+            _POOLS.clear()  # one run's sources at a time per worker
+            sources = [{"path": path, "name": name} for name, path in self.sources]
+            base = None if self.base is None else {"path": self.base[1], "name": self.base[0]}
+            _POOLS[key] = SourcePool(sources, trust_remote_code=self.trust_remote_code, base=base)
+        return _POOLS[key]
+
+    def _benchmarks(self) -> dict[str, BenchmarkData]:
+        local = _LOCAL.get(self.token)
+        if local is not None:
+            return local[1]
+        return {name: _fetch(ref) for name, ref in self.data_refs.items()}
+
     def _build_state(self) -> _State:
-        self.device = worker_device(self.device, self.token)
-        skeleton = self.pool.new_skeleton().to(self.device).eval()
-        vocab = skeleton.get_input_embeddings().weight.shape[0]
-        largest = int(self.data.input_ids.max())
-        if largest >= vocab:
-            raise BenchmarkDataError(f"benchmark token id {largest} is outside the models' vocabulary of {vocab}")
-        data = BenchmarkData(*(t if t is None else t.to(self.device)
-                               for t in (self.data.input_ids, self.data.labels, self.data.attention_mask)))
-        return _State(self.pool, MergeEngine(self.pool, skeleton), data)
+        device = worker_device(torch.device(self.device), self.token)
+        pool = self._pool()
+        skeleton = pool.new_skeleton().to(device).eval()
+        engine = MergeEngine(pool, skeleton, self.method_options)
+        benchmarks = {name: data.to(device) for name, data in self._benchmarks().items()}
+        budget = (self.memory_budget_mb * 2**20) if self.memory_budget_mb is not None else default_memory_budget(device)
+        scorer = PopulationScorer(engine, benchmarks, self.batch_size, budget, self.metrics, self.savings)
+        scorer.check_savings(self.decode(self.family.pure(list, 0, self.space)))
+        return _State(pool, engine, scorer, benchmarks)
 
+    # -- scoring -------------------------------------------------------------------------------------------
     def decode(self, genome: Sequence) -> MergePlan:
-        return self.family.decode(genome, self.part_names, len(self.sources))
+        return self.family.decode(genome, self.space)
 
-    def merged_model(self, genome: Sequence) -> nn.Module:
-        """The skeleton holding ``genome``'s merge; it changes with the next evaluation."""
-        return self.state.engine.apply(self.decode(genome))
-
-    def score_model(self, model: nn.Module, data: BenchmarkData | None = None) -> tuple[float, ...]:
-        """Score ``model``; out of memory, retry with half the batch (and keep that size) down to 1."""
-        while True:
-            try:
-                return score(model, data or self.state.data, self.metrics, self.batch_size)
-            except torch.cuda.OutOfMemoryError:
-                if self.batch_size == 1:
-                    raise
-                self.batch_size //= 2
-                log.warning("out of memory while scoring; retrying with batch size %d", self.batch_size)
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-
-    def __call__(self, genome: Sequence) -> tuple[float, ...]:
-        try:
-            model = self.merged_model(genome)
-        except InvalidGenomeError as exc:
-            log.warning("invalid genome %s scored as worst: %s", list(genome), exc)
-            return worst_fitness(self.weights)
-        values = self.score_model(model)
+    def fitness(self, metrics: dict[str, dict[str, float]], genome: Sequence) -> tuple[float, ...]:
+        values = tuple(metrics[o.benchmark][o.metric] for o in self.objectives)
         if not all(math.isfinite(v) for v in values):
             log.warning("genome %s gave non-finite metrics %s; scored as worst", list(genome), values)
             return worst_fitness(self.weights)
         return values
 
+    def score_genomes(self, genomes: Sequence[Sequence]) -> list[tuple[tuple[float, ...], str | None]]:
+        """``(fitness, error or None)`` of each genome, the population scored at once (shared prefixes).
+        An invalid genome gets the worst fitness with a warning; any other failure also travels as text."""
+        results: list = [None] * len(genomes)
+        plans, where = [], []
+        for i, genome in enumerate(genomes):
+            try:
+                plans.append(self.decode(genome))
+                where.append(i)
+            except InvalidGenomeError as exc:
+                log.warning("invalid genome %s scored as worst: %s", list(genome), exc)
+                results[i] = (worst_fitness(self.weights), None)
+
+        def failed(index: int, exc: Exception) -> None:
+            genome = genomes[where[index]]
+            if isinstance(exc, InvalidGenomeError):
+                log.warning("invalid genome %s scored as worst: %s", list(genome), exc)
+                results[where[index]] = (worst_fitness(self.weights), None)
+                return
+            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            results[where[index]] = (worst_fitness(self.weights), f"{type(exc).__name__}: {exc}\n{text}")
+
+        if plans:
+            state = self.state
+            for index, metrics in enumerate(state.scorer.score(plans, failed)):
+                if metrics is not None:
+                    results[where[index]] = (self.fitness(metrics, genomes[where[index]]), None)
+        return results
+
+    def __call__(self, genome: Sequence) -> tuple[float, ...]:
+        values, error = self.score_genomes([genome])[0]
+        if error is not None:
+            raise RuntimeError(error.splitlines()[0])
+        return values
+
+    def merged_model(self, genome: Sequence) -> nn.Module:
+        """The skeleton holding ``genome``'s merge; it changes with the next evaluation."""
+        return self.state.engine.apply(self.decode(genome))
+
     def independent_model(self, genome: Sequence) -> nn.Module:
         """A copy of the merged model that later evaluations do not change."""
         return copy.deepcopy(self.merged_model(genome))
 
+    def measure(self, model: nn.Module, data: BenchmarkData) -> dict[str, float]:
+        """The plain path's metrics of ``model`` on ``data``; out of memory, the batch size (kept for the
+        rest of the run) is halved down to 1."""
+        scorer = self.state.scorer
+        while True:
+            try:
+                return benchmark_metrics(model, data, scorer.batch_size)
+            except torch.cuda.OutOfMemoryError:
+                if scorer.batch_size == 1:
+                    raise
+                scorer.set_batch_size(scorer.batch_size // 2)
+                log.warning("out of memory while scoring; retrying with batch size %d", scorer.batch_size)
+                torch.cuda.empty_cache()
 
-def score_task(task: tuple[Evaluator, list]) -> tuple[tuple[float, ...], str | None, int]:
-    """Score one genome where the map runs it: ``(values, error or None, process id)``.
 
-    Any exception gives the worst fitness and travels back as text with the worker's traceback.
-    """
-    evaluator, genome = task
+def _fetch(ref: _DataRef) -> BenchmarkData:
+    """A benchmark by reference, once per process."""
+    if ref.digest not in _DATA:
+        content = None
+        if ref.scoop_key is not None and _scoop_running():
+            from scoop import shared
+
+            content = shared.getConst(ref.scoop_key, timeout=300)
+        if content is None:
+            content = torch.load(ref.path, map_location="cpu", weights_only=True)
+        _DATA.clear()
+        _DATA[ref.digest] = BenchmarkData.coerce(content)
+        DATA_LOADS["count"] += 1
+    return _DATA[ref.digest]
+
+
+def score_chunk(task: tuple[Evaluator, list[list]]) -> list[tuple[tuple[float, ...], str | None, int, int]]:
+    """Score a share of the population where the map runs it: per genome ``(fitness, error, process id,
+    benchmark transfers received by that process)``. Any failure gives the worst fitness and travels back
+    as text with the worker's traceback."""
+    evaluator, genomes = task
     try:
-        return evaluator(genome), None, os.getpid()
-    except Exception as exc:  # a worker must survive any one bad candidate
-        return worst_fitness(evaluator.weights), f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}", os.getpid()
-
-
-@dataclass
-class Failure:
-    genome: list
-    error: str
-
-
-class CachedMap:
-    """``toolbox.map`` for scoring: every genome is scored once per run, the rest is a lookup.
-
-    Calls with ``evaluate`` receive the whole batch of individuals that need a score; duplicates and
-    genomes seen before are answered from the cache, the others go as ``(evaluator, genome)`` tasks to
-    ``base_map`` (the builtin map, SCOOP's ``futures.map`` or a pool's ``map``). A genome whose scoring
-    raised gets the worst fitness and is listed in ``last_failures``. Other functions pass straight through.
-    With ``progress``, a tqdm bar counts the candidates of each call (silent when stderr is no terminal).
-    """
-
-    def __init__(self, evaluate: Evaluator, base_map: Callable = map) -> None:
-        self.evaluate = evaluate
-        self.base_map = base_map
-        self.cache: dict[tuple, tuple[float, ...]] = {}
-        self.evaluations = 0
-        self.processes: set[int] = set()
-        self.last_failures: list[Failure] = []
-        self.progress = False
-
-    def __call__(self, func: Callable, individuals: Iterable) -> list:
-        if getattr(func, "func", func) is not self.evaluate:  # toolbox.register wraps it in a partial
-            return list(self.base_map(func, individuals))
-        keys = [tuple(ind) for ind in individuals]
-        todo = list(dict.fromkeys(key for key in keys if key not in self.cache))
-        self.last_failures = []
-        results = self.base_map(score_task, [(self.evaluate, list(key)) for key in todo])
-        if self.progress:
-            results = tqdm(results, total=len(todo), desc="scoring", unit="candidate", leave=False, disable=None)
-        for key, (values, error, pid) in zip(todo, results):
-            self.cache[key] = tuple(values)
-            self.processes.add(pid)
-            if error is not None:
-                log.error("scoring genome %s failed in process %d: %s", list(key), pid, error)
-                self.last_failures.append(Failure(list(key), error.splitlines()[0]))
-        self.evaluations += len(todo)
-        return [self.cache[key] for key in keys]
+        results = evaluator.score_genomes(genomes)
+    except Exception as exc:  # a worker must survive a state that cannot be built
+        text = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+        results = [(worst_fitness(evaluator.weights), text)] * len(genomes)
+    return [(values, error, os.getpid(), DATA_LOADS["count"]) for values, error in results]

@@ -5,21 +5,22 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 from deap import algorithms, tools
 from torch import nn
 
+from .compat import CompatibilityCheck, is_compatible
 from .data import BenchmarkData
 from .errors import ConfigError, EvaluationError
-from .evaluation import CachedMap, Evaluator
+from .evaluation import Evaluator
 from .metrics import Metric, calculate_accuracy, calculate_loss, score
-from .sources import CompatibilityCheck, SourcePool, is_compatible
-from .toolbox import DEFAULT_WEIGHTS, make_toolbox
+from .scoring_map import CachedMap
+from .toolbox import as_benchmarks, make_toolbox
 
-__all__ = ["LLMMergeGA", "seed_everything"]
+__all__ = ["LLMMergeGA", "seed_everything", "elite_count"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,13 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def elite_count(elitism_rate: float, population_size: int) -> int:
+    """``elitism_rate * population_size`` rounded half up, and at least one when the rate is above 0."""
+    if elitism_rate <= 0:
+        return 0
+    return min(population_size, max(1, math.floor(elitism_rate * population_size + 0.5)))
 
 
 def _finite(values: Sequence[float]) -> list[float]:
@@ -69,10 +77,15 @@ class LLMMergeGA:
 
     ``mutation_rate`` is the per-gene probability of a mutation, ``crossover_rate`` the probability
     that a pair of offspring is crossed, ``elitism_rate`` the share of the population that passes
-    unchanged into the next generation. A candidate whose scoring raises gets the worst fitness; when
+    unchanged into the next generation (see :func:`elite_count`). With ``selection="nsga2"`` the
+    population is chosen by NSGA-II from parents and offspring together (elitist by construction) and
+    ``halloffame`` is the Pareto front. A candidate whose scoring raises gets the worst fitness; when
     more than ``max_failed_share`` of a generation's new candidates fail, the run stops with
-    EvaluationError. The first generation holds every pure source, so the best merge
-    found is never worse than the best source on the fitness data.
+    EvaluationError. The first generation holds every pure source, so the best merge found is never
+    worse than the best source on the fitness data.
+
+    ``adaptive_mutation={"threshold": 0.5, "factor": 2.0}`` multiplies the mutation rate by ``factor``
+    while fewer than ``threshold`` of the population's merges are distinct.
     """
 
     def __init__(
@@ -95,11 +108,15 @@ class LLMMergeGA:
         halloffame_size: int = 5,
         calculate_accuracy: Metric = calculate_accuracy,
         calculate_loss: Metric = calculate_loss,
-        weights: Sequence[float] = DEFAULT_WEIGHTS,
+        weights: Sequence[float] | None = None,
         is_compatible: CompatibilityCheck = is_compatible,
         map: Callable = map,
         callback: GenerationCallback | None = None,
         trust_remote_code: bool = False,
+        objectives: Sequence[str] | None = None,
+        selection: str = "tournament",
+        adaptive_mutation: Mapping[str, float] | None = None,
+        **genome_settings: object,
     ) -> None:
         if population_size < 2:
             raise ConfigError(f"population_size must be >= 2, got {population_size}")
@@ -115,23 +132,36 @@ class LLMMergeGA:
         self.max_generations = max_generations
         self.crossover_rate = crossover_rate
         self.mutation_rate = mutation_rate
+        self.current_mutation_rate = mutation_rate
         self.elitism_rate = elitism_rate
         self.device = device
         self.seed = seed
         self.patience = patience
         self.max_failed_share = max_failed_share
+        self.selection = selection
+        self.adaptive_mutation = dict(adaptive_mutation) if adaptive_mutation else None
         self.failed_evaluations = 0
         self.callback = callback
-        self.objectives = ("accuracy", "loss")
-        self.pool = SourcePool(llms, is_compatible, trust_remote_code=trust_remote_code)
+        custom = calculate_accuracy is not globals()["calculate_accuracy"] or \
+            calculate_loss is not globals()["calculate_loss"]
+        self.custom_metrics = (calculate_accuracy, calculate_loss) if custom else None
+        if custom and isinstance(benchmark_data, Mapping) and "input_ids" not in benchmark_data:
+            raise ConfigError("calculate_accuracy / calculate_loss apply to one benchmark of tensors")
         self.toolbox = make_toolbox(
-            self.pool, benchmark_data, genome, device=device, batch_size=batch_size,
-            metrics=(calculate_accuracy, calculate_loss), weights=weights, mutation_rate=mutation_rate,
-            tournament_size=tournament_size, base_map=map,
+            llms, benchmark_data, genome, device=device, batch_size=batch_size, objectives=objectives,
+            metrics={"accuracy": calculate_accuracy, "loss": calculate_loss} if custom else None,
+            weights=weights, compatible=is_compatible, mutation_rate=mutation_rate,
+            tournament_size=tournament_size, selection=selection, base_map=map,
+            trust_remote_code=trust_remote_code, seed=seed or 0, **genome_settings,
         )
         self.evaluator: Evaluator = self.toolbox.evaluate.func
         self.cached_map: CachedMap = self.toolbox.map.func
-        self.halloffame = tools.HallOfFame(halloffame_size)
+        self.pool = self.evaluator.state.pool
+        self.objectives = tuple(o.label for o in self.evaluator.objectives)
+        if selection == "nsga2":
+            self.halloffame = tools.ParetoFront(similar=self.cached_map.same)
+        else:
+            self.halloffame = tools.HallOfFame(halloffame_size, similar=self.cached_map.same)
         self.logbook = tools.Logbook()
         self.population: list = []
         self.generation = -1
@@ -141,13 +171,21 @@ class LLMMergeGA:
         )
         for function in (_max, _mean, _min):
             self.stats.register(function.__name__.strip("_"), function)
-        self.logbook.header = ["gen", "evals", *self.objectives]
+        self.logbook.header = ["gen", "evals", *self.objectives, "diversity", "mutation_rate"]
         for name in self.objectives:
             self.logbook.chapters[name].header = ["max", "mean", "min"]
 
     @property
     def num_elites(self) -> int:
-        return round(self.elitism_rate * self.population_size)
+        return 0 if self.selection == "nsga2" else elite_count(self.elitism_rate, self.population_size)
+
+    @property
+    def best(self) -> list:
+        """The best individual so far: the hall of fame's first, or the Pareto front's member that is best
+        on the first objective (then the next)."""
+        if self.selection == "nsga2":
+            return max(self.halloffame, key=lambda ind: ind.fitness.wvalues)
+        return self.halloffame[0]
 
     def _score(self, individuals: list, generation: int) -> int:
         """Score the individuals without a valid fitness; return how many were new to the cache."""
@@ -163,23 +201,53 @@ class LLMMergeGA:
                                   f"{generation}; first: {failures[0].error}")
         return fresh
 
+    def diversity(self) -> float:
+        """The share of the population's merges that are distinct."""
+        return len({self.cached_map.same.key(ind) for ind in self.population}) / max(1, len(self.population))
+
+    def _adapt_mutation(self, diversity: float) -> None:
+        if self.adaptive_mutation is None:
+            return
+        low = diversity < self.adaptive_mutation.get("threshold", 0.5)
+        rate = min(1.0, self.mutation_rate * self.adaptive_mutation.get("factor", 2.0)) if low else self.mutation_rate
+        if rate != self.current_mutation_rate:
+            self.current_mutation_rate = rate
+            evaluator = self.evaluator
+            evaluator.family.register_operators(self.toolbox, evaluator.space, rate)
+
     def _record(self, evaluations: int) -> None:
-        previous = self.halloffame[0].fitness.wvalues if len(self.halloffame) else None
-        self.halloffame.update(self.population)
-        if previous is None or self.halloffame[0].fitness.wvalues > previous:
-            self.improved_at = self.generation
-        self.logbook.record(gen=self.generation, evals=evaluations, **self.stats.compile(self.population))
+        if self.selection == "nsga2":
+            before = {id(ind) for ind in self.halloffame}
+            self.halloffame.update(self.population)
+            if {id(ind) for ind in self.halloffame} != before:
+                self.improved_at = self.generation
+        else:
+            previous = self.halloffame[0].fitness.wvalues if len(self.halloffame) else None
+            self.halloffame.update(self.population)
+            if previous is None or self.halloffame[0].fitness.wvalues > previous:
+                self.improved_at = self.generation
+        diversity = self.diversity()
+        self.logbook.record(gen=self.generation, evals=evaluations, diversity=diversity,
+                            mutation_rate=self.current_mutation_rate, **self.stats.compile(self.population))
+        self._adapt_mutation(diversity)
         log.info("generation %d: %s", self.generation, self.logbook.stream)
         if self.callback is not None:
             self.callback(self, self.generation)
 
     def step(self) -> None:
-        """One generation: elites pass unchanged, the rest are selected, crossed, mutated and scored."""
-        elites = [self.toolbox.clone(ind) for ind in tools.selBest(self.population, self.num_elites)]
-        offspring = self.toolbox.select(self.population, self.population_size - len(elites))
-        offspring = algorithms.varAnd(offspring, self.toolbox, self.crossover_rate, 1.0)
-        evaluations = self._score(offspring, self.generation + 1)
-        self.population[:] = elites + offspring
+        """One generation. Tournament: elites pass unchanged, the rest are selected, crossed, mutated and
+        scored. NSGA-II: offspring of crowded-tournament parents, then survivors from parents + offspring."""
+        if self.selection == "nsga2":
+            parents = self.toolbox.select_parents(self.population, self.population_size)
+            offspring = algorithms.varAnd(parents, self.toolbox, self.crossover_rate, 1.0)
+            evaluations = self._score(offspring, self.generation + 1)
+            self.population[:] = self.toolbox.select(self.population + offspring, self.population_size)
+        else:
+            elites = [self.toolbox.clone(ind) for ind in tools.selBest(self.population, self.num_elites)]
+            offspring = self.toolbox.select(self.population, self.population_size - len(elites))
+            offspring = algorithms.varAnd(offspring, self.toolbox, self.crossover_rate, 1.0)
+            evaluations = self._score(offspring, self.generation + 1)
+            self.population[:] = elites + offspring
         self.generation += 1
         self._record(evaluations)
 
@@ -190,25 +258,53 @@ class LLMMergeGA:
                 seed_everything(self.seed)
             self.population = self.toolbox.population(n=self.population_size)
             self.generation = 0
-            self._record(self._score(self.population, 0))
+            evaluations = self._score(self.population, 0)
+            if self.selection == "nsga2":
+                self.population[:] = self.toolbox.select(self.population, self.population_size)
+            self._record(evaluations)
         while self.generation < self.max_generations:
             if self.patience is not None and self.generation - self.improved_at >= self.patience:
                 log.info("stopping early: no improvement for %d generations", self.patience)
                 break
             self.step()
-        return self.halloffame[0]
+        return self.best
 
     def merge_layers(self, individual: Sequence) -> nn.Module:
         """The merged model of ``individual``, independent of later evaluations."""
         return self.evaluator.independent_model(individual)
 
     def evaluate(self, model: nn.Module, data: object | None = None) -> tuple[float, ...]:
-        """``(accuracy, loss)`` of ``model`` on the fitness data, or on ``data`` when given."""
-        data = self.evaluator.state.data if data is None else BenchmarkData.coerce(data)
-        return score(model, data, self.evaluator.metrics, self.evaluator.batch_size)
+        """The objectives' values for ``model`` on the fitness data, or ``(accuracy, loss)`` on ``data``
+        when given (one benchmark, or named ones: then ``{name: (accuracy, loss)}``)."""
+        if self.custom_metrics is not None:
+            data = self.evaluator.state.benchmarks[next(iter(self.evaluator.state.benchmarks))] \
+                if data is None else BenchmarkData.coerce(data)
+            return score(model, data, self.custom_metrics, self.evaluator.state.scorer.batch_size)
+        if data is None:
+            metrics = {name: self.evaluator.measure(model, bench)
+                       for name, bench in self.evaluator.state.benchmarks.items()}
+            return tuple(metrics[o.benchmark][o.metric] for o in self.evaluator.objectives)
+        named = as_benchmarks(data)
+        device = next(model.parameters()).device
+        values = {name: self.evaluator.measure(model, bench.to(device)) for name, bench in named.items()}
+        if len(values) == 1:
+            only = next(iter(values.values()))
+            return only["accuracy"], only["loss"]
+        return {name: (v["accuracy"], v["loss"]) for name, v in values.items()}
 
     def evaluate_accuracy(self, model: nn.Module, data: object | None = None) -> float:
-        return self.evaluate(model, data)[0]
+        """Accuracy of ``model`` on the (first) fitness benchmark, or on ``data``."""
+        return self._first(model, data, "accuracy")
 
     def evaluate_loss(self, model: nn.Module, data: object | None = None) -> float:
-        return self.evaluate(model, data)[1]
+        """Loss of ``model`` on the (first) fitness benchmark, or on ``data``."""
+        return self._first(model, data, "loss")
+
+    def _first(self, model: nn.Module, data: object | None, metric: str) -> float:
+        if self.custom_metrics is not None:
+            return self.evaluate(model, data)[0 if metric == "accuracy" else 1]
+        if data is None:
+            benchmarks = self.evaluator.state.benchmarks
+            return self.evaluator.measure(model, benchmarks[next(iter(benchmarks))])[metric]
+        bench = BenchmarkData.coerce(data).to(next(model.parameters()).device)
+        return self.evaluator.measure(model, bench)[metric]

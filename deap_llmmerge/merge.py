@@ -1,141 +1,146 @@
-"""Merge plans, the registry of merge methods, and the engine that writes a plan into a model in place.
+"""The merge engine: writes a plan into a reusable model, in place.
 
-A :class:`MergePlan` is pure data: for every output part, a :class:`PartMerge` says which method builds
-it from which sources' parts and with which parameters. Genomes decode into plans; everything that
-touches tensors reads the plan, so new genome families and new merge methods meet only here.
+The engine keeps one skeleton model per depth (the sources' own depth, and the depths stacked plans ask
+for), remembers which step each of its parts holds, and rewrites only the parts whose step changed, so
+scoring a population whose genomes share parts copies little.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import copy
+import hashlib
+import logging
+from collections import OrderedDict
 
 import torch
 from torch import nn
 
-from .errors import InvalidGenomeError
+from .methods import MERGE_METHODS
+from .parts import decoder_layers, is_layer_part, layer_index, split_parts
+from .plan import MergePlan, PartMerge
 from .sources import SourcePool
 
-__all__ = [
-    "PartMerge",
-    "MergePlan",
-    "MERGE_METHODS",
-    "register_merge_method",
-    "take",
-    "linear",
-    "MergeEngine",
-]
+__all__ = ["MergeEngine", "step_seed"]
 
-MergeMethod = Callable[..., torch.Tensor]
-MERGE_METHODS: dict[str, MergeMethod] = {}
+log = logging.getLogger(__name__)
 
 
-def register_merge_method(name: str) -> Callable[[MergeMethod], MergeMethod]:
-    """Register ``fn(tensors, **params) -> tensor`` as the merge method ``name``."""
-
-    def register(fn: MergeMethod) -> MergeMethod:
-        MERGE_METHODS[name] = fn
-        return fn
-
-    return register
+def step_seed(step: PartMerge, part: str, tensor: str) -> int:
+    """The seed of a random method's draws for one tensor: from the run seed, the part, the tensor name and
+    the step's parameters (the genome's genes), identical in every process and after every resume."""
+    text = repr((part, tensor, step.method, step.sources, step.source_part, step.params, step.base))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & (2**63 - 1)
 
 
-@register_merge_method("take")
-def take(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The one source's tensor, unchanged."""
-    return tensors[0]
+def _plain_attributes(module: nn.Module) -> dict[str, object]:
+    return {key: value for key, value in vars(module).items()
+            if not key.startswith("_") and isinstance(value, (int, float, str, bool, type(None), tuple))}
 
 
-@register_merge_method("linear")
-def linear(tensors: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
-    """Weighted sum of the sources' tensors, accumulated in float32."""
-    merged = tensors[0].float() * weights[0]
-    for tensor, weight in zip(tensors[1:], weights[1:]):
-        merged.add_(tensor.float(), alpha=weight)
-    return merged
+class _Skeleton:
+    """One model and what the engine knows about it: where each part's parameters are, what they hold."""
 
-
-@dataclass(frozen=True)
-class PartMerge:
-    """How one output part is built: ``method`` applied to ``source_part`` of each of ``sources``."""
-
-    method: str
-    sources: tuple[int, ...]
-    source_part: str
-    params: tuple[tuple[str, tuple[float, ...]], ...] = ()
-
-    @property
-    def kwargs(self) -> dict[str, tuple[float, ...]]:
-        return dict(self.params)
-
-
-@dataclass(frozen=True)
-class MergePlan:
-    """Per output part (in network order), how it is merged."""
-
-    parts: tuple[tuple[str, PartMerge], ...]
-
-    def to_dict(self) -> dict[str, dict]:
-        """JSON-ready form, as written to recipe.json."""
-        return {
-            part: {"method": step.method, "sources": list(step.sources), "source_part": step.source_part,
-                   **{key: list(value) for key, value in step.params}}
-            for part, step in self.parts
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, dict]) -> MergePlan:
-        steps = []
-        for part, step in data.items():
-            params = tuple(
-                (key, tuple(value)) for key, value in step.items()
-                if key not in ("method", "sources", "source_part")
-            )
-            steps.append((part, PartMerge(step["method"], tuple(step["sources"]), step["source_part"], params)))
-        return cls(tuple(steps))
-
-    def validate(self, pool: SourcePool) -> None:
-        """Raise InvalidGenomeError when the plan cannot be built from ``pool``."""
-        planned = [part for part, _ in self.parts]
-        if planned != pool.part_names:
-            raise InvalidGenomeError(f"plan parts {planned} differ from the model's parts {pool.part_names}")
-        for part, step in self.parts:
-            if step.method not in MERGE_METHODS:
-                raise InvalidGenomeError(f"part {part}: unknown merge method {step.method!r}")
-            if step.source_part not in pool.parts:
-                raise InvalidGenomeError(f"part {part}: unknown source part {step.source_part!r}")
-            bad = [k for k in step.sources if not 0 <= k < pool.num_sources]
-            if not step.sources or bad:
-                raise InvalidGenomeError(
-                    f"part {part}: source indices {list(step.sources)} outside 0..{pool.num_sources - 1}"
-                )
+    def __init__(self, model: nn.Module, reference_depth: int) -> None:
+        self.model = model
+        params = dict(model.named_parameters())
+        self.targets = {part: [(inner, params[full]) for full, inner in names]
+                        for part, names in split_parts(model).items()}
+        self.layers = decoder_layers(model)[1]
+        self.loaded: dict[str, PartMerge] = {}
+        self.layer_sources = [i % reference_depth for i in range(len(self.layers))]
 
 
 class MergeEngine:
-    """Writes plans into one reusable model, in place.
+    """Builds plans into skeleton models on ``device``; ``max_skeletons`` depths are kept at a time."""
 
-    The engine remembers which step each part currently holds and rewrites only the parts whose step
-    changed, so scoring a population whose genomes share parts copies little.
-    """
-
-    def __init__(self, pool: SourcePool, model: nn.Module) -> None:
+    def __init__(self, pool: SourcePool, model: nn.Module, options: dict | None = None,
+                 max_skeletons: int = 3) -> None:
         self.pool = pool
-        self.model = model
-        params = dict(model.named_parameters())
-        self.targets = {part: [(inner, params[full]) for full, inner in names] for part, names in pool.parts.items()}
-        self.loaded: dict[str, PartMerge] = {}
+        self.options = options or {}
+        self.max_skeletons = max_skeletons
+        self.reference_depth = pool.num_layers
+        self._layer_attributes = [[_plain_attributes(module) for module in layer.modules()]
+                                  for layer in decoder_layers(pool.reference_model)[1]]
+        self._per_layer_config = self._per_layer_fields(pool.reference_model.config)
+        self.skeletons: OrderedDict[int, _Skeleton] = OrderedDict(
+            {len(decoder_layers(model)[1]): _Skeleton(model, self.reference_depth)})
+
+    @property
+    def model(self) -> nn.Module:
+        """The skeleton of the sources' own depth."""
+        return self.skeletons[self.reference_depth].model
+
+    @property
+    def loaded(self) -> dict[str, PartMerge]:
+        return self.skeletons[self.reference_depth].loaded
+
+    def _per_layer_fields(self, config) -> dict[str, list]:
+        depth = self.pool.num_layers
+        return {key: list(value) for key, value in vars(config).items()
+                if isinstance(value, list) and len(value) == depth and not key.startswith("_")}
+
+    def skeleton(self, depth: int) -> _Skeleton:
+        """The skeleton of ``depth`` layers, built on first use from the reference config."""
+        if depth in self.skeletons:
+            self.skeletons.move_to_end(depth)
+            return self.skeletons[depth]
+        reference = self.model
+        config = copy.deepcopy(reference.config)
+        for name in ("num_hidden_layers", "n_layer"):
+            if hasattr(config, name):
+                setattr(config, name, depth)
+        for key, values in self._per_layer_config.items():
+            setattr(config, key, [values[i % len(values)] for i in range(depth)])
+        device = next(reference.parameters()).device
+        dtype = next(reference.parameters()).dtype
+        with torch.inference_mode(False), torch.device(device):  # weights the engine may write outside inference
+            model = type(reference)(config).to(dtype).eval()
+        if len(self.skeletons) >= self.max_skeletons:
+            stale = next(depth for depth in self.skeletons if depth != self.reference_depth)
+            del self.skeletons[stale]
+        self.skeletons[depth] = _Skeleton(model, self.reference_depth)
+        return self.skeletons[depth]
 
     @torch.no_grad()
-    def apply(self, plan: MergePlan) -> nn.Module:
-        """Make the model hold ``plan``'s weights and return it."""
-        plan.validate(self.pool)
+    def apply(self, plan: MergePlan, skip: frozenset[str] = frozenset()) -> nn.Module:
+        """Make a skeleton hold ``plan``'s weights (all parts but ``skip``) and return it."""
+        plan.validate(self.pool.part_names, len(self.pool.tensors), MERGE_METHODS)
+        skeleton = self.skeleton(plan.num_layers)
         for part, step in plan.parts:
-            if self.loaded.get(part) == step:
+            if part in skip or skeleton.loaded.get(part) == step:
                 continue
-            self.loaded.pop(part, None)
-            method = MERGE_METHODS[step.method]
-            for inner, target in self.targets[part]:
-                tensors = [self.pool.tensor(k, step.source_part, inner) for k in step.sources]
-                target.copy_(method(tensors, **step.kwargs))
-            self.loaded[part] = step
-        return self.model
+            skeleton.loaded.pop(part, None)
+            self._write(skeleton, part, step)
+            skeleton.loaded[part] = step
+            if is_layer_part(part):
+                self._follow_source_layer(skeleton, layer_index(part), layer_index(step.source_part))
+        return skeleton.model
+
+    def _write(self, skeleton: _Skeleton, part: str, step: PartMerge) -> None:
+        method = MERGE_METHODS[step.method]
+        params = step.kwargs
+        for inner, target in skeleton.targets[part]:
+            tensors = [self.pool.tensor(k, step.source_part, inner) for k in step.sources]
+            if step.method == "take":
+                target.copy_(tensors[0])
+                continue
+            base = None if step.base is None else self.pool.tensor(step.base, step.source_part, inner)
+            generator = None
+            if method.random:
+                generator = torch.Generator(device=tensors[0].device).manual_seed(step_seed(step, part, inner))
+            target.copy_(method.merge(tensors, base, params, generator, self.options.get(step.method)))
+
+    def _follow_source_layer(self, skeleton: _Skeleton, output: int, source: int) -> None:
+        """An output layer built from source layer ``source`` computes as that layer does: copy the plain
+        attributes its modules derive from the config (attention type, sliding window, ...) and the
+        per-layer config lists, keeping the output position's own ``layer_idx``."""
+        if skeleton.layer_sources[output] == source:
+            return
+        for module, attributes in zip(skeleton.layers[output].modules(), self._layer_attributes[source]):
+            for key, value in attributes.items():
+                if key not in ("layer_idx", "training") and hasattr(module, key):
+                    setattr(module, key, value)
+        config = skeleton.model.config
+        for key, values in self._per_layer_config.items():
+            getattr(config, key)[output] = values[source]
+        skeleton.layer_sources[output] = source

@@ -15,7 +15,11 @@ from torch import nn
 
 from .errors import LLMMergeError
 
-__all__ = ["prepare_output_dir", "atomic_write_text", "publish", "save_model", "logbook_csv", "TOKENIZER_FILES"]
+__all__ = ["prepare_output_dir", "atomic_write_text", "atomic_write_bytes", "publish", "save_model", "logbook_csv",
+           "TOKENIZER_FILES", "RUN_FILES"]
+
+# What a run writes into its output directory; a forced start removes them first.
+RUN_FILES = ("best", "recipe.json", "logbook.csv", "checkpoint.json", "mergekit.yaml", "report")
 
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
@@ -24,12 +28,20 @@ TOKENIZER_FILES = (
 
 
 def prepare_output_dir(path: Path, force: bool = False) -> Path:
-    """Create ``path``; an existing non-empty directory is refused unless ``force``."""
+    """Create ``path``; an existing non-empty directory is refused unless ``force``, which removes the
+    previous run's files (:data:`RUN_FILES`) and leaves any other file alone."""
     if path.exists() and not path.is_dir():
         raise LLMMergeError(f"output path {path} exists and is not a directory")
-    if path.exists() and any(path.iterdir()) and not force:
-        raise LLMMergeError(f"output directory {path} exists and is not empty; use --resume to continue "
-                            "its run or --force to write into it")
+    if path.exists() and any(path.iterdir()):
+        if not force:
+            raise LLMMergeError(f"output directory {path} exists and is not empty; use --resume to continue "
+                                "its run or --force to start a new one there")
+        for name in RUN_FILES:
+            old = path / name
+            if old.is_dir():
+                shutil.rmtree(old)
+            else:
+                old.unlink(missing_ok=True)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -49,16 +61,21 @@ def publish(temporary: str | Path, path: Path) -> None:
     os.replace(temporary, path)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_bytes(path: Path, content: bytes) -> None:
     """Write to a temporary file beside ``path``, then rename it over ``path``."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
+        with os.fdopen(handle, "wb") as file:
+            file.write(content)
         publish(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary file beside ``path``, then rename it over ``path``."""
+    atomic_write_bytes(path, text.encode())
 
 
 def save_model(model: nn.Module, folder: Path, tokenizer_from: Path | None = None, replace: bool = False) -> None:
@@ -88,13 +105,16 @@ def save_model(model: nn.Module, folder: Path, tokenizer_from: Path | None = Non
 
 
 def logbook_csv(logbook: tools.Logbook, objectives: Sequence[str]) -> str:
-    """One row per generation: gen, evals, then max/mean/min of every objective."""
+    """One row per generation: gen, evals, max/mean/min of every objective (over the candidates that scored;
+    failed ones are left out), the share of distinct merges, the mutation rate used next."""
     stats = ("max", "mean", "min")
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["gen", "evals", *(f"{name}_{stat}" for name in objectives for stat in stats)])
+    writer.writerow(["gen", "evals", *(f"{name}_{stat}" for name in objectives for stat in stats),
+                     "diversity", "mutation_rate"])
     for i, record in enumerate(logbook):
         chapters = [logbook.chapters[name][i] for name in objectives]
         writer.writerow([record["gen"], record["evals"],
-                         *(repr(float(chapter[stat])) for chapter in chapters for stat in stats)])
+                         *(repr(float(chapter[stat])) for chapter in chapters for stat in stats),
+                         repr(float(record["diversity"])), repr(float(record["mutation_rate"]))])
     return out.getvalue()

@@ -20,9 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from experts import build_experts, mixed_benchmark  # noqa: E402
 
-from deap_llmmerge import BenchmarkData  # noqa: E402
+from deap_llmmerge import BenchmarkData, GenomeSpace  # noqa: E402
 from deap_llmmerge.cli import main as cli_main  # noqa: E402
-from deap_llmmerge.genomes import decodeBlend  # noqa: E402
+from deap_llmmerge.genomes.blend import decodeBlend  # noqa: E402
 from deap_llmmerge.merge import MergeEngine  # noqa: E402
 from deap_llmmerge.metrics import calculate_accuracy, calculate_loss, score  # noqa: E402
 from deap_llmmerge.sources import SourcePool  # noqa: E402
@@ -79,7 +79,7 @@ def main() -> int:
         return status
 
     pool = SourcePool([models["letters-expert"], models["digits-expert"]])
-    uniform = decodeBlend([0.5] * (2 * len(pool.part_names)), pool.part_names, 2)
+    uniform = decodeBlend([0.5] * (2 * len(pool.part_names)), GenomeSpace(tuple(pool.part_names), 2))
     rows = [("letters-expert", AutoModelForCausalLM.from_pretrained(models["letters-expert"]).eval()),
             ("digits-expert", AutoModelForCausalLM.from_pretrained(models["digits-expert"]).eval()),
             ("uniform average", MergeEngine(pool, pool.new_skeleton()).apply(uniform).eval()),

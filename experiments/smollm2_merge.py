@@ -32,11 +32,12 @@ import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from deap_llmmerge import BenchmarkData, calculate_accuracy, calculate_loss
-from deap_llmmerge.genomes import decodeBlend
+from deap_llmmerge import BenchmarkData, GenomeSpace, calculate_accuracy, calculate_loss
+from deap_llmmerge.genomes.blend import decodeBlend
+from deap_llmmerge.loading import Source, load_model
 from deap_llmmerge.merge import MergeEngine
 from deap_llmmerge.metrics import score
-from deap_llmmerge.sources import Source, SourcePool, load_model
+from deap_llmmerge.sources import SourcePool
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "smollm2"
@@ -185,7 +186,7 @@ def main() -> int:
     subprocess.run([sys.executable, "-m", "deap_llmmerge.cli", "--quiet", "report", str(output)], check=True)
 
     pool = SourcePool([base, expert])
-    uniform = decodeBlend([0.5] * (2 * len(pool.part_names)), pool.part_names, 2)
+    uniform = decodeBlend([0.5] * (2 * len(pool.part_names)), GenomeSpace(tuple(pool.part_names), 2))
     models = {"instruct (source)": AutoModelForCausalLM.from_pretrained(base).eval(),
               "shakespeare (source)": AutoModelForCausalLM.from_pretrained(expert).eval(),
               "uniform average": MergeEngine(pool, pool.new_skeleton()).apply(uniform).eval(),

@@ -51,6 +51,15 @@ EXTRA_CONFIGS = {
 }
 ARCHITECTURES = list(CONFIGS)
 
+# Every registered genome family with the settings it needs: the registry's contract tests run over these.
+FAMILY_CASES = {
+    "choice": {"genome": "choice"},
+    "blend": {"genome": "blend"},
+    "methods-ties": {"genome": "methods", "method": "ties"},
+    "methods-search": {"genome": "methods", "method": "search"},
+    "stack": {"genome": "stack"},
+}
+
 
 def tiny_model(arch: str, seed: int, **overrides) -> torch.nn.Module:
     model_class, config = {**CONFIGS, **EXTRA_CONFIGS}[arch]()

@@ -52,6 +52,17 @@ def with_benchmark(work, payload):
     return edit_config(work, lambda c: c.update(benchmark="bad.pt"))
 
 
+def with_validation(work, payload):
+    torch.save(payload, work / "held.pt")
+    return edit_config(work, lambda c: c.update(validation="held.pt"))
+
+
+def out_of_vocabulary(bench, key="input_ids"):
+    bench = {name: tensor.clone() for name, tensor in bench.items()}
+    bench[key][2, 7] = 64
+    return bench
+
+
 def resume(work):
     return ["run", work / "config.yaml", "--output", work / "run", "--resume"]
 
@@ -71,8 +82,11 @@ class Payload:
 
 CASES = {
     # config
-    "unknown key": (lambda w: edit_config(w, lambda c: c.update(colour="red")), "config key 'colour': unknown key"),
-    "unknown ga key": (lambda w: edit_config(w, lambda c: c["ga"].update(popsize=3)), "'ga.popsize': unknown key"),
+    "unknown key": (lambda w: edit_config(w, lambda c: c.update(colour="red")), "unknown key 'colour' \\(known: "),
+    "misspelled key": (lambda w: edit_config(w, lambda c: c.update(benchmarks=c.pop("benchmark"))),
+                       r"unknown key 'benchmarks' \(did you mean 'benchmark'\?\)"),
+    "unknown ga key": (lambda w: edit_config(w, lambda c: c["ga"].update(popsize=3)),
+                       r"unknown key 'ga.popsize' \(did you mean 'ga.population_size'\?\)"),
     "rate above 1": (lambda w: edit_config(w, lambda c: c["ga"].update(mutation_rate=1.5)),
                      "'ga.mutation_rate': Input should be less than or equal to 1"),
     "negative rate": (lambda w: edit_config(w, lambda c: c["ga"].update(crossover_rate=-0.1)),
@@ -102,6 +116,24 @@ CASES = {
     "pickled object": (lambda w: with_benchmark(w, {"input_ids": Payload()}), "cannot read benchmark file"),
     "corrupt benchmark": (lambda w: [(w / "bench.pt").write_bytes(b"\x00garbage" * 9), "run", w / "config.yaml",
                                      "--output", w / "run", "--force"][1:], "cannot read benchmark file"),
+    "benchmark token out of vocabulary": (lambda w: with_benchmark(w, out_of_vocabulary(tiny_benchmark())),
+                                          "benchmark token id 64 is outside the models' vocabulary of 64"),
+    "benchmark longer than the context": (lambda w: with_benchmark(w, tiny_benchmark(length=80)),
+                                          "sequences of 80 tokens, longer than the models' context of 64"),
+    # validation files: checked like the benchmark, before the first generation
+    "validation token out of vocabulary": (lambda w: with_validation(w, out_of_vocabulary(tiny_benchmark())),
+                                           "validation token id 64 is outside the models' vocabulary of 64"),
+    "validation label out of vocabulary": (lambda w: with_validation(w, out_of_vocabulary(tiny_benchmark(), "labels")),
+                                           "validation label 64 is outside the models' vocabulary of 64"),
+    "validation without labels": (lambda w: with_validation(w, relabel(tiny_benchmark(), torch.full((12, 10), -100))),
+                                  "held.pt: 12 sequence.s. have no labeled position"),
+    "validation labels shape": (lambda w: with_validation(w, relabel(tiny_benchmark(), tiny_benchmark()["labels"][:3])),
+                                r"held.pt: labels has shape \(3, 10\), input_ids has \(12, 10\)"),
+    "validation float ids": (lambda w: with_validation(w, {**tiny_benchmark(),
+                                                           "input_ids": tiny_benchmark()["input_ids"].float()}),
+                             "held.pt: input_ids must hold integers, got torch.float32"),
+    "missing validation": (lambda w: edit_config(w, lambda c: c.update(validation="gone.pt")),
+                           "'validation': file not found"),
     # models
     "truncated weights": (lambda w: [spoil_weights(w, 1), "run", w / "config.yaml", "--output", w / "run",
                                      "--force"][1:], "truncated file"),
@@ -110,7 +142,7 @@ CASES = {
     "incompatible models": (lambda w: [shutil.rmtree(w / "model-1"),
                                        tiny_model("llama", 3, intermediate_size=48).save_pretrained(w / "model-1"),
                                        "run", w / "config.yaml", "--output", w / "run", "--force"][2:],
-                            r"incompatible with source 0 .* in part layers.0: parameter 'mlp.gate_proj.weight'"),
+                            r"incompatible with source 0 .*: config field 'intermediate_size' is 48 vs 64"),
     # checkpoints
     "no checkpoint": (lambda w: [(w / "run" / "checkpoint.json").unlink(), *resume(w)][1:],
                       "no checkpoint to resume from"),

@@ -111,3 +111,23 @@ def test_checkpoint_round_trip_keeps_the_loop_state():
     assert [(list(i), i.fitness.values) for i in second.halloffame] == \
         [(list(i), i.fitness.values) for i in whole.halloffame]
     assert list(second.logbook) == list(whole.logbook)
+
+
+def test_failed_candidates_are_null_in_the_checkpoint_and_worst_after_restore():
+    from conftest import tiny_model
+    from test_distributed import FailOnce
+
+    from deap_llmmerge import LLMMergeGA
+    from deap_llmmerge.checkpoint import ga_state, restore_ga
+
+    def make():
+        return LLMMergeGA([tiny_model("llama", 1), tiny_model("llama", 2)], tiny_benchmark(), population_size=6,
+                          max_generations=1, seed=2, calculate_loss=FailOnce(3))
+
+    ga = make()
+    ga.run()
+    state = json.loads(json.dumps(ga_state(ga), allow_nan=False))
+    assert [None, None] in [values for _, values in state["cache"]]
+    again = make()
+    restore_ga(again, state)
+    assert (float("-inf"), float("inf")) in again.cached_map.cache.values()

@@ -17,13 +17,16 @@ from deap_llmmerge.distributed import PoolMap, scoop_entry_path
 def run_folder(tmp_path_factory, saved_llamas):
     folder = tmp_path_factory.mktemp("distributed")
     torch.save(tiny_benchmark(), folder / "bench.pt")
-    bad = tiny_benchmark()
-    bad["input_ids"][0, 0] = 64  # outside the vocabulary: every worker's scoring raises
-    torch.save(bad, folder / "bad.pt")
+    # Every process that scores raises: a sitecustomize (imported at the start of every process) breaks scoring.
+    (folder / "failing").mkdir()
+    (folder / "failing" / "sitecustomize.py").write_text(
+        "from deap_llmmerge import evaluation\n"
+        "def fail(self, genomes):\n"
+        "    raise RuntimeError('simulated failure in a worker')\n"
+        "evaluation.Evaluator.score_genomes = fail\n")
     config = {"models": [str(p) for p in saved_llamas], "benchmark": "bench.pt",
               "ga": {"population_size": 8, "max_generations": 3, "seed": 4}}
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
-    (folder / "bad.yaml").write_text(yaml.safe_dump({**config, "benchmark": "bad.pt"}))
     result = cli("run", folder / "config.yaml", "--output", folder / "serial")
     assert result.returncode == 0, result.stderr
     return folder
@@ -51,13 +54,14 @@ def test_the_entry_script_runs_under_python_m_scoop(run_folder):
     assert recipe(run_folder / "direct")["halloffame"] == recipe(run_folder / "serial")["halloffame"]
 
 
-def test_failing_workers_make_the_run_exit_non_zero_with_the_cause(run_folder):
-    result = cli("run", run_folder / "bad.yaml", "--output", run_folder / "bad", "--workers", 2)
+def test_failing_workers_make_the_run_exit_non_zero_with_the_cause(run_folder, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(run_folder / "failing"))
+    result = cli("run", run_folder / "config.yaml", "--output", run_folder / "bad", "--workers", 2)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert "8 of 8 evaluations failed in generation 0" in lines[0]
-    assert "token id 64 is outside the models' vocabulary of 64" in lines[0]
+    assert "evaluations failed in generation 0" in lines[0]
+    assert "RuntimeError: simulated failure in a worker" in lines[0]
 
 
 def test_pool_backend_matches_the_serial_run(run_folder):

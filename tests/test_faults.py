@@ -26,7 +26,7 @@ def test_out_of_memory_retries_with_smaller_batches(caplog):
     values = ga.toolbox.evaluate([0] * len(ga.pool.part_names))
     reference = _ga(batch_size=2).toolbox.evaluate([0] * len(ga.pool.part_names))
     assert values[0] == reference[0] and values[1] == pytest.approx(reference[1], rel=1e-6)
-    assert ga.evaluator.batch_size == 2
+    assert ga.evaluator.state.scorer.batch_size == 2
     assert "retrying with batch size 4" in caplog.text and "retrying with batch size 2" in caplog.text
 
 
@@ -53,3 +53,52 @@ def test_accuracy_is_unchanged_by_the_retry():
     ga = _ga(batch_size=8, calculate_accuracy=calculate_accuracy, calculate_loss=loss_fitting_two_sequences)
     genome = [1] * len(ga.pool.part_names)
     assert ga.toolbox.evaluate(genome)[0] == _ga(batch_size=1).toolbox.evaluate(genome)[0]
+
+
+def loss_logging_batches(logits, labels):
+    """calculate_loss that runs out of memory above 2 sequences, noting every batch size it saw."""
+    import os
+
+    with open(os.environ["DEAP_LLMMERGE_TEST_BATCHES"], "a") as handle:
+        handle.write(f"{os.getpid()} {logits.shape[0]}\n")
+    return loss_fitting_two_sequences(logits, labels)
+
+
+def test_a_worker_keeps_its_smaller_batch_size(tmp_path, monkeypatch):
+    import os
+
+    from deap_llmmerge import PoolMap
+
+    log_file = tmp_path / "batches.txt"
+    monkeypatch.setenv("DEAP_LLMMERGE_TEST_BATCHES", str(log_file))
+    pool = PoolMap(1)
+    try:
+        ga = _ga(batch_size=8, calculate_loss=loss_logging_batches, map=pool)
+        ga.max_generations = 2
+        ga.run()
+    finally:
+        pool.close()
+    sizes = [int(line.split()[1]) for line in log_file.read_text().splitlines()
+             if int(line.split()[0]) != os.getpid()]
+    assert sizes and sizes[0] > 2
+    first_small = next(i for i, size in enumerate(sizes) if size <= 2)
+    assert all(size <= 2 for size in sizes[first_small:]), sizes
+    assert ga.cached_map.evaluations >= 3
+
+
+def test_scoring_a_model_at_the_end_retries_out_of_memory_too(monkeypatch, caplog):
+    from deap_llmmerge import evaluation
+
+    ga = _ga(batch_size=8)
+    real = evaluation.benchmark_metrics
+
+    def fitting_two(model, data, batch_size):
+        if batch_size > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return real(model, data, batch_size)
+
+    monkeypatch.setattr(evaluation, "benchmark_metrics", fitting_two)
+    model = ga.merge_layers([0] * len(ga.pool.part_names))
+    assert ga.evaluate(model, tiny_benchmark(seed=3)) == pytest.approx(
+        _ga(batch_size=2).evaluate(model, tiny_benchmark(seed=3)))
+    assert "retrying with batch size 2" in caplog.text

@@ -1,7 +1,7 @@
 """The generational loop: reproducible, never worse than a source, composable with plain DEAP."""
 
 import pytest
-from conftest import tiny_benchmark, tiny_model
+from conftest import FAMILY_CASES, tiny_benchmark, tiny_model
 from deap import algorithms, tools
 
 from deap_llmmerge import ConfigError, LLMMergeGA, make_toolbox
@@ -48,7 +48,7 @@ def test_identical_genomes_are_scored_once():
 
     def counting_map(func, tasks):
         tasks = list(tasks)
-        calls.extend(tuple(genome) for _, genome in tasks)
+        calls.extend(tuple(genome) for _, genomes in tasks for genome in genomes)
         return map(func, tasks)
 
     ga.cached_map.base_map = counting_map
@@ -115,3 +115,43 @@ def test_toolbox_composes_with_plain_eaSimple():
                                           verbose=False)
     assert len(population) == 6 and len(hall) == 2 and all(ind.fitness.valid for ind in population)
     assert [record["gen"] for record in log] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(("rate", "size", "elites"), [(0.1, 5, 1), (0.1, 15, 2), (0.1, 25, 3), (0.1, 45, 5),
+                                                      (0.01, 8, 1), (0.0, 8, 0), (0.25, 8, 2), (1.0, 4, 4)])
+def test_elites_round_half_up_and_at_least_one(rate, size, elites):
+    from deap_llmmerge.ga import elite_count
+
+    assert elite_count(rate, size) == elites
+
+
+@pytest.mark.parametrize("genome", ["choice", "blend"])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_the_populations_best_never_gets_worse_with_elitism(genome, seed):
+    ga = LLMMergeGA(_sources(), tiny_benchmark(), population_size=5, max_generations=5, elitism_rate=0.1,
+                    mutation_rate=0.5, seed=seed, genome=genome)
+    population_best = []
+    ga = LLMMergeGA(_sources(), tiny_benchmark(), population_size=5, max_generations=5, elitism_rate=0.1,
+                    mutation_rate=0.5, seed=seed, genome=genome,
+                    callback=lambda g, gen: population_best.append(max(i.fitness.wvalues for i in g.population)))
+    ga.run()
+    assert all(later >= earlier for earlier, later in zip(population_best, population_best[1:])), population_best
+
+
+@pytest.mark.parametrize("case", list(FAMILY_CASES))
+def test_no_new_evaluations_without_crossover_or_mutation(case):
+    ga = LLMMergeGA(_sources(), tiny_benchmark(), population_size=10, max_generations=4, crossover_rate=0.0,
+                    mutation_rate=0.0, seed=0, **FAMILY_CASES[case])
+    ga.run()
+    assert [record["evals"] for record in ga.logbook][1:] == [0, 0, 0, 0]
+
+
+def test_the_hall_of_fame_holds_distinct_merges():
+    ga = LLMMergeGA(_sources(), tiny_benchmark(), population_size=10, max_generations=4, crossover_rate=0.0,
+                    mutation_rate=0.0, seed=0, genome="blend")
+    ga.run()
+    plans = [ga.evaluator.decode(ind) for ind in ga.halloffame]
+    assert len(plans) == len(set(plans))
+    # [0.2, 0.8] and [0.1, 0.4] are the same blend: one merge, scored once
+    n = len(ga.pool.part_names)
+    assert ga.cached_map.same([0.2, 0.8, 0.0] * n, [0.1, 0.4, 0.0] * n)

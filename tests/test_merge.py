@@ -4,9 +4,14 @@ import pytest
 import torch
 from conftest import tiny_benchmark, tiny_model
 
-from deap_llmmerge import LLMMergeGA, SourcePool
-from deap_llmmerge.genomes import decodeBlend, decodeChoice
+from deap_llmmerge import GenomeSpace, LLMMergeGA, SourcePool
+from deap_llmmerge.genomes.blend import decodeBlend
+from deap_llmmerge.genomes.choice import decodeChoice
 from deap_llmmerge.merge import MergeEngine
+
+
+def space_of(pool):
+    return GenomeSpace(tuple(pool.part_names), pool.num_sources)
 
 
 def _ga(sources, genome="choice"):
@@ -50,7 +55,7 @@ def test_blend_one_zero_equals_source_zero(pair):
 def test_blend_half_half_is_the_average_of_the_weights():
     a, b = tiny_model("llama", 1), tiny_model("llama", 2)
     pool = SourcePool([a, b])
-    plan = decodeBlend([0.5, 0.5] * len(pool.part_names), pool.part_names, 2)
+    plan = decodeBlend([0.5, 0.5] * len(pool.part_names), space_of(pool))
     merged = dict(MergeEngine(pool, pool.new_skeleton()).apply(plan).named_parameters())
     for (name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
         torch.testing.assert_close(merged[name], (pa + pb) / 2)
@@ -83,10 +88,10 @@ def test_engine_writes_into_one_skeleton_and_skips_unchanged_parts():
     skeleton = pool.new_skeleton()
     engine = MergeEngine(pool, skeleton)
     n = len(pool.part_names)
-    first = engine.apply(decodeChoice([0] * n, pool.part_names, 2))
+    first = engine.apply(decodeChoice([0] * n, space_of(pool)))
     embed = dict(skeleton.named_parameters())["model.embed_tokens.weight"]
     pointer = embed.data_ptr()
-    second = engine.apply(decodeChoice([0] + [1] * (n - 1), pool.part_names, 2))
+    second = engine.apply(decodeChoice([0] + [1] * (n - 1), space_of(pool)))
     assert first is second is skeleton
     assert embed.data_ptr() == pointer
     assert engine.loaded["layers.0"].sources == (1,)

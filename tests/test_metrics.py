@@ -85,11 +85,65 @@ def test_benchmark_files_load_weights_only(tmp_path):
         load_benchmark(tmp_path / "evil.pt")
 
 
-def test_token_ids_outside_the_vocabulary_are_named():
-    from deap_llmmerge import EvaluationError, LLMMergeGA
+def test_token_ids_outside_the_vocabulary_are_named_before_the_run():
+    from deap_llmmerge import LLMMergeGA
 
     bench = tiny_benchmark()
     bench["input_ids"][0, 0] = 64
-    ga = LLMMergeGA([tiny_model("llama", 1), tiny_model("llama", 2)], bench, population_size=2, max_generations=0)
-    with pytest.raises(EvaluationError, match="token id 64 is outside the models' vocabulary of 64"):
-        ga.run()
+    with pytest.raises(BenchmarkDataError, match="token id 64 is outside the models' vocabulary of 64"):
+        LLMMergeGA([tiny_model("llama", 1), tiny_model("llama", 2)], bench, population_size=2, max_generations=0)
+
+
+def _padded(sequences, side):
+    length = max(len(s) for s in sequences)
+    ids = torch.zeros(len(sequences), length, dtype=torch.long)
+    labels = torch.full((len(sequences), length), -100)
+    mask = torch.zeros(len(sequences), length, dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        where = slice(0, len(seq)) if side == "right" else slice(length - len(seq), length)
+        ids[i, where], labels[i, where], mask[i, where] = seq, seq, 1
+        first = where.start
+        labels[i, first] = -100  # the first token has nothing before it
+    return BenchmarkData(ids, labels, mask)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2"])
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_padded_benchmarks_score_as_the_unpadded_sequences(arch, side):
+    from deap_llmmerge import LLMMergeGA
+
+    generator = torch.Generator().manual_seed(0)
+    sequences = [torch.randint(0, 64, (n,), generator=generator) for n in (6, 10, 8, 4)]
+    model = tiny_model(arch, 3)
+    want_correct, want_total, want_tokens = 0, 0.0, 0
+    for seq in sequences:
+        accuracy, loss = reference(model, seq[None], seq[None])
+        want_correct += accuracy
+        want_total += loss * (len(seq) - 1)
+        want_tokens += len(seq) - 1
+    data = _padded(sequences, side)
+    ga = LLMMergeGA([model, tiny_model(arch, 4)], data, population_size=2, max_generations=0)
+    accuracy, loss = ga.toolbox.evaluate(ga.toolbox.pure(source=0))
+    assert accuracy == want_correct / len(sequences)
+    assert math.isclose(loss, want_total / want_tokens, rel_tol=1e-5)
+    assert ga.evaluate(model, data) == pytest.approx((accuracy, loss), rel=1e-6)
+
+
+def test_int32_tensors_are_taken_as_token_ids():
+    bench = tiny_benchmark()
+    data = BenchmarkData(bench["input_ids"].int(), bench["labels"].int())
+    assert data.input_ids.dtype == data.labels.dtype == torch.long
+    model = tiny_model("llama", 0)
+    metrics = (calculate_accuracy, calculate_loss)
+    assert score(model, data, metrics, 4) == score(model, BenchmarkData(**bench), metrics, 4)
+
+
+def test_evaluate_scores_a_model_in_training_mode_as_in_eval_mode_and_keeps_its_mode():
+    from deap_llmmerge import LLMMergeGA
+
+    model = tiny_model("gpt2", 1)  # dropout 0.1 everywhere
+    ga = LLMMergeGA([model, tiny_model("gpt2", 2)], tiny_benchmark(), population_size=2, max_generations=0)
+    expected = ga.evaluate(model)
+    model.train()
+    assert ga.evaluate(model) == expected and ga.evaluate_loss(model) == expected[1]
+    assert model.training

@@ -4,17 +4,21 @@ import pickle
 import random
 
 import pytest
-from conftest import tiny_benchmark, tiny_model
+from conftest import FAMILY_CASES, tiny_benchmark, tiny_model
 
 from deap_llmmerge import GENOMES, InvalidGenomeError, make_toolbox
 
 OPERATORS = ["mate", "mutate", "select", "individual", "population", "evaluate", "map"]
 
 
-@pytest.fixture(scope="module", params=list(GENOMES))
+def test_every_registered_family_has_a_contract_case():
+    assert {case["genome"] for case in FAMILY_CASES.values()} == set(GENOMES)
+
+
+@pytest.fixture(scope="module", params=list(FAMILY_CASES))
 def toolbox(request):
-    return make_toolbox([tiny_model("llama", 1), tiny_model("llama", 2)], tiny_benchmark(), request.param,
-                        mutation_rate=1.0)
+    return make_toolbox([tiny_model("llama", 1), tiny_model("llama", 2)], tiny_benchmark(), mutation_rate=1.0,
+                        **FAMILY_CASES[request.param])
 
 
 def test_every_operator_is_registered_and_pickles(toolbox):
@@ -53,7 +57,7 @@ def test_population_starts_with_every_pure_source(toolbox):
 
 
 def test_choice_mutation_moves_a_part_to_another_source():
-    from deap_llmmerge.genomes import mutChoice
+    from deap_llmmerge.genomes.choice import mutChoice
 
     random.seed(0)
     (mutant,) = mutChoice([0, 1, 2, 0], n_sources=3, indpb=1.0)
@@ -61,7 +65,7 @@ def test_choice_mutation_moves_a_part_to_another_source():
 
 
 def test_blend_mutation_keeps_weights_normalised_and_in_range():
-    from deap_llmmerge.genomes import mutBlend
+    from deap_llmmerge.genomes.blend import mutBlend
 
     random.seed(0)
     (mutant,) = mutBlend([1.0, 0.0, 0.5, 0.5], n_sources=2, indpb=1.0, sigma=0.5)
@@ -70,7 +74,7 @@ def test_blend_mutation_keeps_weights_normalised_and_in_range():
 
 
 def test_crossover_swaps_whole_parts_of_blend_genomes():
-    from deap_llmmerge.genomes import cxUniformParts
+    from deap_llmmerge.genomes.operators import cxUniformParts
 
     random.seed(3)
     a, b = cxUniformParts([1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11, 12], indpb=0.5, genes_per_part=2)
@@ -80,9 +84,11 @@ def test_crossover_swaps_whole_parts_of_blend_genomes():
 
 
 def test_decode_names_the_bad_gene():
-    from deap_llmmerge.genomes import decodeBlend, decodeChoice
+    from deap_llmmerge import GenomeSpace
+    from deap_llmmerge.genomes.blend import decodeBlend
+    from deap_llmmerge.genomes.choice import decodeChoice
 
     with pytest.raises(InvalidGenomeError, match="choice gene for layers.0 is 5"):
-        decodeChoice([0, 5], ["embed", "layers.0"], 2)
+        decodeChoice([0, 5], GenomeSpace(("embed", "layers.0"), 2))
     with pytest.raises(InvalidGenomeError, match="blend weights for embed"):
-        decodeBlend([-1.0, 0.5], ["embed"], 2)
+        decodeBlend([-1.0, 0.5], GenomeSpace(("embed",), 2))

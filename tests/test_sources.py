@@ -28,8 +28,15 @@ def test_layer_parameters_are_named_inside_their_layer():
     assert ("model.layers.1.self_attn.q_proj.weight", "self_attn.q_proj.weight") in parts["layers.1"]
 
 
+def test_a_different_width_names_the_config_field():
+    small, wide = tiny_model("llama", 0), tiny_model("llama", 1, intermediate_size=48)
+    with pytest.raises(IncompatibleModelsError, match=r"config field 'intermediate_size' is 48 vs 64"):
+        SourcePool([small, wide])
+
+
 def test_incompatible_shapes_name_the_parameter_and_both_shapes():
     small, wide = tiny_model("llama", 0), tiny_model("llama", 1, intermediate_size=48)
+    wide.config.intermediate_size = 64  # a config that does not describe its weights
     with pytest.raises(IncompatibleModelsError,
                        match=r"layers.0: parameter 'mlp.gate_proj.weight' has shape \(64, 32\) vs \(48, 32\)"):
         SourcePool([small, wide])

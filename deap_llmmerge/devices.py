@@ -1,0 +1,45 @@
+"""Which torch device a process scores on."""
+
+from __future__ import annotations
+
+import fcntl
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .errors import ConfigError
+
+__all__ = ["resolve_device", "worker_device"]
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """Parse ``cpu`` / ``cuda`` / ``cuda:1``; a CUDA device that is not there is an error, not a fallback."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"device {device!r} is not a torch device (use cpu, cuda or cuda:N)") from exc
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} requested but CUDA is not available on this machine")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            visible = torch.cuda.device_count()
+            raise ConfigError(f"device {device!r} requested but only {visible} CUDA device(s) are visible")
+    elif resolved.type != "cpu":
+        raise ConfigError(f"device {device!r} is not supported (use cpu, cuda or cuda:N)")
+    return resolved
+
+
+def worker_device(device: torch.device, run_token: str) -> torch.device:
+    """In a SCOOP worker, plain ``cuda`` means GPU ``i mod (visible GPUs)`` for the host's i-th worker."""
+    import scoop
+
+    if device.type != "cuda" or device.index is not None or not getattr(scoop, "IS_RUNNING", False):
+        return device
+    counter = Path(tempfile.gettempdir()) / f"deap-llmmerge-gpu-{run_token}"
+    with open(counter, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        slot = len(handle.read())
+        handle.write("x")
+    return torch.device("cuda", slot % torch.cuda.device_count())
