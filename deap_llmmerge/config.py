@@ -199,8 +199,14 @@ def _unknown_key(raw: dict, model: type[BaseModel], prefix: str = "") -> str | N
         annotation = model.model_fields[key].annotation
         nested = next((t for t in getattr(annotation, "__args__", (annotation,))
                        if isinstance(t, type) and issubclass(t, BaseModel)), None)
-        if nested is not None and isinstance(value, dict):
-            found = _unknown_key(value, nested, f"{prefix}{key}.")
+        if nested is None or not isinstance(value, dict):
+            continue
+        if nested is BenchmarkEntry and "path" not in value:  # named benchmarks: one entry each
+            named = [(f"{prefix}{key}.{name}.", item) for name, item in value.items() if isinstance(item, dict)]
+        else:
+            named = [(f"{prefix}{key}.", value)]
+        for where, item in named:
+            found = _unknown_key(item, nested, where)
             if found:
                 return found
     return None

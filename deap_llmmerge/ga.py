@@ -227,9 +227,9 @@ class LLMMergeGA:
             if previous is None or self.halloffame[0].fitness.wvalues > previous:
                 self.improved_at = self.generation
         diversity = self.diversity()
+        self._adapt_mutation(diversity)
         self.logbook.record(gen=self.generation, evals=evaluations, diversity=diversity,
                             mutation_rate=self.current_mutation_rate, **self.stats.compile(self.population))
-        self._adapt_mutation(diversity)
         log.info("generation %d: %s", self.generation, self.logbook.stream)
         if self.callback is not None:
             self.callback(self, self.generation)

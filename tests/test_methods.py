@@ -1,0 +1,238 @@
+"""Every merge method against a plain formula written here, with its corner cases."""
+
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import tiny_benchmark, tiny_model
+
+from deap_llmmerge import MERGE_METHODS, PartMerge, SourcePool
+from deap_llmmerge.merge import MergeEngine
+from deap_llmmerge.plan import MergePlan
+
+torch.manual_seed(0)
+BASE = torch.randn(6, 5)
+A = BASE + 0.1 * torch.randn(6, 5)
+B = BASE + 0.1 * torch.randn(6, 5)
+C = BASE + 0.1 * torch.randn(6, 5)
+OPTIONS = {name: method.options for name, method in MERGE_METHODS.items()}
+
+
+def merge(name, tensors, base=None, generator=None, options=None, **params):
+    method = MERGE_METHODS[name]
+    packed = {key: tuple(value) if isinstance(value, (list, tuple)) else (value,) for key, value in params.items()}
+    return method.merge(tensors, base, packed, generator, options)
+
+
+def elect(deltas, weights):
+    """TIES sign election written out element by element."""
+    out = torch.zeros_like(deltas[0])
+    flat = [d.flatten() for d in deltas]
+    result = out.flatten()
+    for i in range(result.numel()):
+        weighted = [w * d[i] for w, d in zip(weights, flat)]
+        majority = 1.0 if sum(weighted) >= 0 else -1.0
+        kept = [(v, w) for v, w in zip(weighted, weights) if v != 0 and math.copysign(1.0, v) == majority]
+        divisor = sum(w for _, w in kept) or 1.0
+        result[i] = sum(v for v, _ in kept) / divisor
+    return out
+
+
+def test_every_method_is_registered_with_its_parameters():
+    assert set(MERGE_METHODS) == {"take", "linear", "slerp", "task_arithmetic", "ties", "dare_ties", "dare_linear",
+                                  "breadcrumbs", "della", "model_stock"}
+    assert MERGE_METHODS["ties"].per_source == ("weight", "density")
+    assert MERGE_METHODS["breadcrumbs"].per_source == ("weight", "density", "gamma")
+    assert MERGE_METHODS["della"].per_source == ("weight", "density", "epsilon")
+    assert MERGE_METHODS["slerp"].per_part == ("t",)
+
+
+@pytest.mark.parametrize("name", [name for name in MERGE_METHODS if name != "take"])
+def test_contract_float32_finite_deterministic(name):
+    method = MERGE_METHODS[name]
+    tensors = [A, B, C] if name != "slerp" else [A, B]
+    params = {key: [method.defaults.get(key, 0.5)] * len(tensors) for key in method.per_source}
+    params.update({key: [0.3] for key in method.per_part})
+    if "density" in params:
+        params["density"] = [0.6] * len(tensors)
+    first = merge(name, tensors, BASE, torch.Generator().manual_seed(1), **params)
+    again = merge(name, tensors, BASE, torch.Generator().manual_seed(1), **params)
+    assert first.dtype == torch.float32 and first.shape == A.shape
+    assert torch.isfinite(first).all() and torch.equal(first, again)
+
+
+def test_linear_is_the_normalised_weighted_sum():
+    torch.testing.assert_close(merge("linear", [A, B], weight=[0.3, 0.9]), (0.3 * A + 0.9 * B) / 1.2)
+    torch.testing.assert_close(merge("linear", [A, B], options={"normalize": False}, weight=[0.3, 0.9]),
+                               0.3 * A + 0.9 * B)
+
+
+@pytest.mark.parametrize("t", [0.0, 0.3, 1.0])
+def test_slerp_follows_the_great_circle(t):
+    a, b = A.flatten().double(), B.flatten().double()
+    theta = torch.acos(torch.dot(a / a.norm(), b / b.norm()))
+    want = (torch.sin((1 - t) * theta) * a + torch.sin(t * theta) * b) / torch.sin(theta)
+    torch.testing.assert_close(merge("slerp", [A, B], t=t).double().flatten(), want, atol=1e-5, rtol=1e-5)
+
+
+def test_slerp_of_collinear_tensors_is_linear():
+    torch.testing.assert_close(merge("slerp", [A, 2 * A], t=0.25), 0.75 * A + 0.5 * A)
+
+
+def test_task_arithmetic_adds_weighted_task_vectors():
+    want = BASE + 0.5 * (A - BASE) + 1.5 * (B - BASE)
+    torch.testing.assert_close(merge("task_arithmetic", [A, B], BASE, weight=[0.5, 1.5]), want)
+
+
+def test_ties_at_density_one_is_task_arithmetic_with_sign_election():
+    weights = [0.7, 0.4, 1.0]
+    want = BASE + elect([A - BASE, B - BASE, C - BASE], weights)
+    torch.testing.assert_close(merge("ties", [A, B, C], BASE, weight=weights, density=[1.0] * 3), want)
+
+
+def test_ties_keeps_the_largest_entries_of_each_task_vector():
+    delta = A - BASE
+    k = int(0.4 * delta.numel())
+    threshold = delta.abs().flatten().sort(descending=True).values[k - 1]
+    trimmed = torch.where(delta.abs() >= threshold, delta, torch.zeros_like(delta))
+    got = merge("ties", [A], BASE, weight=[1.0], density=[0.4])
+    torch.testing.assert_close(got, BASE + trimmed)
+    assert int(((got - BASE) != 0).sum()) == k
+
+
+@pytest.mark.parametrize("name", ["task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs", "della"])
+def test_a_zero_task_vector_leaves_the_base(name):
+    method = MERGE_METHODS[name]
+    params = {key: [0.8] * 2 for key in method.per_source}
+    got = merge(name, [BASE, BASE], BASE, torch.Generator().manual_seed(0), **params)
+    torch.testing.assert_close(got, BASE)
+
+
+@pytest.mark.parametrize("name", ["linear", "slerp", "ties", "della", "breadcrumbs", "model_stock"])
+def test_identical_sources_merge_to_themselves(name):
+    method = MERGE_METHODS[name]
+    params = {key: [1.0] * 2 for key in method.per_source}
+    if not method.options.get("normalize", True):
+        params["weight"] = [0.5, 0.5]  # a plain sum of two equal task vectors: half each
+    params.update({key: [0.4] for key in method.per_part})
+    got = merge(name, [A, A.clone()], BASE, torch.Generator().manual_seed(0), **params)
+    torch.testing.assert_close(got, A, atol=1e-6, rtol=1e-5)
+
+
+def test_dare_drops_a_density_share_and_rescales_to_the_l1_norm():
+    big = torch.randn(200, 100)
+    got = merge("dare_linear", [big], torch.zeros_like(big), torch.Generator().manual_seed(3), weight=[1.0],
+                density=[0.3])
+    kept = got != 0
+    assert abs(kept.float().mean().item() - 0.3) < 0.02
+    torch.testing.assert_close(got.abs().sum(), big.abs().sum())
+    torch.testing.assert_close(got[kept] / big[kept], torch.full_like(got[kept], got[kept][0] / big[kept][0]))
+    no_rescale = merge("dare_linear", [big], torch.zeros_like(big), torch.Generator().manual_seed(3), weight=[1.0],
+                       density=[0.3], options={"rescale": False})
+    torch.testing.assert_close(no_rescale, torch.where(kept, big, torch.zeros_like(big)))
+
+
+@pytest.mark.parametrize("name", ["dare_ties", "dare_linear", "della", "breadcrumbs"])
+def test_density_one_is_task_arithmetic_like(name):
+    method = MERGE_METHODS[name]
+    params = {key: [1.0] * 2 for key in method.per_source}
+    got = merge(name, [A, B], BASE, torch.Generator().manual_seed(0), **params)
+    plain = merge("ties" if "ties" in name or name == "della" else "task_arithmetic", [A, B], BASE,
+                  weight=[1.0, 1.0], **({"density": [1.0, 1.0]} if "ties" in name or name == "della" else {}),
+                  options={"normalize": method.options.get("normalize", False)})
+    torch.testing.assert_close(got, plain)
+
+
+def test_breadcrumbs_drops_outliers_and_the_smallest():
+    delta = torch.arange(1.0, 101.0)
+    got = merge("breadcrumbs", [delta], torch.zeros(100), weight=[1.0], density=[0.5], gamma=[0.1])
+    assert torch.equal(got != 0, (delta > 40) & (delta <= 90))
+
+
+def test_della_keeps_large_entries_more_often():
+    delta = torch.linspace(0.01, 1.0, 1000).repeat(50, 1)
+    got = merge("della", [delta], torch.zeros_like(delta), torch.Generator().manual_seed(0), weight=[1.0],
+                density=[0.5], epsilon=[0.3])
+    kept = (got != 0).float().mean(dim=0)
+    assert kept[:100].mean() < 0.3 < 0.7 < kept[-100:].mean()
+
+
+def test_model_stock_interpolates_by_the_mean_cosine():
+    deltas = [(t - BASE).flatten() for t in (A, B, C)]
+    cosines = [torch.dot(x, y) / (x.norm() * y.norm()) for i, x in enumerate(deltas) for y in deltas[i + 1:]]
+    cos = torch.stack(cosines).mean()
+    t = 3 * cos / (1 + 2 * cos)
+    want = t * (A + B + C) / 3 + (1 - t) * BASE
+    torch.testing.assert_close(merge("model_stock", [A, B, C], BASE), want)
+
+
+def test_bf16_sources_are_merged_in_float32_and_written_in_bf16():
+    a, b, base = A.bfloat16(), B.bfloat16(), BASE.bfloat16()
+    got = merge("ties", [a, b], base, weight=[1.0, 0.5], density=[1.0, 1.0])
+    want = merge("ties", [a.float(), b.float()], base.float(), weight=[1.0, 0.5], density=[1.0, 1.0])
+    assert got.dtype == torch.float32 and torch.equal(got, want)
+    pool = SourcePool([tiny_model("llama", 1).bfloat16(), tiny_model("llama", 2).bfloat16()])
+    engine = MergeEngine(pool, pool.new_skeleton())
+    plan = MergePlan(tuple((part, PartMerge("ties", (1,), part, (("weight", (0.5,)), ("density", (1.0,))), 0))
+                           for part in pool.part_names))
+    merged = dict(engine.apply(plan).named_parameters())
+    name = "model.layers.0.mlp.up_proj.weight"
+    base_t, src = pool.tensors[0][name].float(), pool.tensors[1][name].float()
+    assert merged[name].dtype == torch.bfloat16
+    assert torch.equal(merged[name], (base_t + (src - base_t) * 0.5 / 0.5).bfloat16())
+
+
+DARE_IN_A_PROCESS = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+from conftest import tiny_model
+from deap_llmmerge import SourcePool, PartMerge
+from deap_llmmerge.merge import MergeEngine
+from deap_llmmerge.plan import MergePlan
+pool = SourcePool([tiny_model("llama", 1), tiny_model("llama", 2), tiny_model("llama", 3)])
+params = (("weight", (0.6, 0.8)), ("density", (0.3, 0.5)), ("seed", (7.0,)))
+plan = MergePlan(tuple((part, PartMerge("dare_ties", (1, 2), part, params, 0)) for part in pool.part_names))
+model = MergeEngine(pool, pool.new_skeleton()).apply(plan)
+torch.save({{k: v.detach().clone() for k, v in model.named_parameters()}}, sys.argv[1])
+"""
+
+
+def test_dare_with_the_same_genome_gives_the_same_tensors_in_two_processes(tmp_path):
+    from pathlib import Path
+
+    script = DARE_IN_A_PROCESS.format(tests=str(Path(__file__).parent))
+    for name in ("one.pt", "two.pt"):
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / name)], check=True, capture_output=True)
+    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    assert one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one)
+    base = dict(tiny_model("llama", 1).named_parameters())
+    assert not torch.equal(one["model.layers.0.mlp.up_proj.weight"], base["model.layers.0.mlp.up_proj.weight"])
+
+
+def test_dare_draws_differ_between_parts_and_seeds():
+    pool = SourcePool([tiny_model("llama", 1), tiny_model("llama", 2)])
+    engine = MergeEngine(pool, pool.new_skeleton())
+
+    def built(seed):
+        params = (("weight", (1.0,)), ("density", (0.5,)), ("seed", (float(seed),)))
+        plan = MergePlan(tuple((part, PartMerge("dare_linear", (1,), part, params, 0)) for part in pool.part_names))
+        model = engine.apply(plan)
+        return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+    first, same, other = built(0), built(0), built(1)
+    name = "model.layers.1.self_attn.q_proj.weight"
+    assert torch.equal(first[name], same[name]) and not torch.equal(first[name], other[name])
+    mask0 = first["model.layers.0.self_attn.q_proj.weight"] != pool.tensors[0]["model.layers.0.self_attn.q_proj.weight"]
+    mask1 = first[name] != pool.tensors[0][name]
+    assert not torch.equal(mask0, mask1)
+
+
+def test_a_linear_merge_with_weights_summing_to_zero_is_an_invalid_genome():
+    from deap_llmmerge import LLMMergeGA
+
+    ga = LLMMergeGA([tiny_model("llama", 1), tiny_model("llama", 2)], tiny_benchmark(), population_size=2,
+                    max_generations=0, genome="methods", method="linear")
+    n = len(ga.pool.part_names)
+    assert ga.toolbox.evaluate([0.0, 0.0] * n) == (float("-inf"), float("inf"))
