@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import os
 import tempfile
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import torch
 
 from .errors import ConfigError
 
-__all__ = ["resolve_device", "worker_device"]
+__all__ = ["resolve_device", "worker_device", "available_memory"]
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -43,3 +44,17 @@ def worker_device(device: torch.device, run_token: str) -> torch.device:
         slot = len(handle.read())
         handle.write("x")
     return torch.device("cuda", slot % torch.cuda.device_count())
+
+
+def available_memory(device: torch.device) -> int:
+    """Free memory of ``device`` in bytes (host RAM for the CPU)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")

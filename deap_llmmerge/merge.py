@@ -15,7 +15,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from .methods import MERGE_METHODS
+from .methods import MERGE_METHODS, MergeInputs
 from .parts import decoder_layers, is_layer_part, layer_index, split_parts
 from .plan import MergePlan, PartMerge
 from .sources import SourcePool
@@ -125,10 +125,12 @@ class MergeEngine:
                 target.copy_(tensors[0])
                 continue
             base = None if step.base is None else self.pool.tensor(step.base, step.source_part, inner)
+            keys = [(k, step.base, step.source_part, inner) for k in step.sources]
+            inputs = MergeInputs(tensors, base, self.pool.derived, keys)
             generator = None
             if method.random:
                 generator = torch.Generator(device=tensors[0].device).manual_seed(step_seed(step, part, inner))
-            target.copy_(method.merge(tensors, base, params, generator, self.options.get(step.method)))
+            target.copy_(method.merge_inputs(inputs, params, generator, self.options.get(step.method)))
 
     def _follow_source_layer(self, skeleton: _Skeleton, output: int, source: int) -> None:
         """An output layer built from source layer ``source`` computes as that layer does: copy the plain

@@ -13,7 +13,6 @@ for an architecture where they would change a single metric):
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 
 from .data import IGNORE_INDEX, Batch, BenchmarkData
+from .devices import available_memory
 from .merge import MergeEngine
 from .metrics import KIND_METRICS, Metric, RowStatistics, benchmark_metrics, model_inputs, row_statistics
 from .parts import decoder_layers, is_layer_part
@@ -33,16 +33,7 @@ log = logging.getLogger(__name__)
 
 def default_memory_budget(device: torch.device) -> int:
     """A quarter of the free memory of ``device``, in bytes."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0] // 4
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024 // 4
-    except OSError:
-        pass
-    return (os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")) // 4
+    return available_memory(device) // 4
 
 
 def shared_layers(a: MergePlan, b: MergePlan) -> int:

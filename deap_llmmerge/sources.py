@@ -15,8 +15,10 @@ import torch
 from torch import nn
 
 from .compat import CompatibilityCheck, config_difference, first_mismatch, is_compatible, names_difference
+from .devices import available_memory
 from .errors import IncompatibleModelsError, SourceModelError
 from .loading import Source, as_source, load_config, load_model, meta_parameter_names, mmap_safetensors, weight_files
+from .methods.inputs import DerivedCache
 from .parts import decoder_layers, split_parts
 
 __all__ = ["SourcePool"]
@@ -35,7 +37,8 @@ class SourcePool:
 
     ``tensors[k]`` maps parameter names to tensors for source ``k``; ``base_index`` is the base model's
     index into ``tensors``: one of the sources (the first by default), or ``num_sources`` when the base
-    was given separately.
+    was given separately. ``derived`` caches what merges compute from the sources alone (task vectors,
+    magnitude ranks), within a quarter of the free memory.
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class SourcePool:
         self._loaded: dict[int, nn.Module] = {}
         self.configs = [self._config_of(i, entry) for i, entry in enumerate(entries)]
         self.tensors = [self._tensors_of(i, entry) for i, entry in enumerate(entries)]
+        self.derived = DerivedCache(available_memory(torch.device("cpu")) // 4)
         for index in range(1, len(entries)):
             self._check(index, compatible)
         self._loaded.clear()

@@ -1,0 +1,141 @@
+"""Time to merge once with each method, here and with mergekit's in-process merge of the same recipe.
+
+A Llama of about 58 M parameters (8 layers, hidden 512, vocabulary 32000, untied head), a base and two
+"fine-tunes" (the base plus small random task vectors), saved as safetensors. Every part is merged with
+the method and the same parameters (weights 0.6 / 0.4, density 0.5, t 0.4, gamma 0.01, epsilon 0.1).
+Ours is timed two ways: the merge into the skeleton a search reuses (what one evaluation pays), and the
+whole job mergekit does (map the sources, merge, save a safetensors checkpoint). mergekit runs in its own
+venv (.cache/mergekit-venv, made on first use). One torch thread for both.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_merge_methods.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from deap_llmmerge import MERGE_METHODS, PartMerge, SourcePool
+from deap_llmmerge.merge import MergeEngine
+from deap_llmmerge.mergekit_config import mergekit_config
+from deap_llmmerge.output import save_model
+from deap_llmmerge.plan import MergePlan
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".cache" / "mergekit-venv"
+METHODS = ["linear", "slerp", "task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs", "della"]
+PARAMS = {"weight": (0.6, 0.4), "density": (0.5, 0.5), "gamma": (0.01, 0.01), "epsilon": (0.1, 0.1), "t": (0.4,)}
+
+
+def mergekit_python() -> Path | None:
+    python = VENV / "bin" / "python"
+    if not (VENV / ".installed").exists():
+        for step in ([sys.executable, "-m", "venv", str(VENV)], [str(python), "-m", "pip", "install", "-q",
+                     "torch==2.13.0"], [str(python), "-m", "pip", "install", "-q", "mergekit==0.1.5"]):
+            if subprocess.run(step, capture_output=True).returncode != 0:
+                return None
+        (VENV / ".installed").touch()
+    return python
+
+
+def models(folder: Path, layers: int, hidden: int) -> list[Path]:
+    config = LlamaConfig(vocab_size=32000, hidden_size=hidden, intermediate_size=hidden * 8 // 3,
+                         num_hidden_layers=layers, num_attention_heads=8, num_key_value_heads=8,
+                         tie_word_embeddings=False)
+    torch.manual_seed(0)
+    base = LlamaForCausalLM(config)
+    paths = []
+    for i, scale in enumerate((0.0, 0.01, 0.01)):
+        model = LlamaForCausalLM(config)
+        model.load_state_dict(base.state_dict())
+        with torch.no_grad():
+            for param in model.parameters():
+                param.add_(torch.randn_like(param) * scale)
+        model.save_pretrained(folder / f"m{i}")
+        paths.append(folder / f"m{i}")
+    return paths
+
+
+def plan_for(method: str, pool: SourcePool, shift: float = 0.0) -> MergePlan:
+    spec = MERGE_METHODS[method]
+    sources = (0, 1)
+    params = tuple((name, tuple(v + shift for v in PARAMS[name])) for name in (*spec.per_source, *spec.per_part))
+    if spec.random:
+        params += (("seed", (0.0,)),)
+    base = 0 if spec.needs_base else None
+    return MergePlan(tuple((part, PartMerge(method, sources, part, params, base)) for part in pool.part_names))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        paths = models(folder, args.layers, args.hidden)
+        pool = SourcePool(paths[1:], base=paths[0])
+        params = sum(t.numel() for t in pool.tensors[0].values()) / 1e6
+        ours, warm, whole, configs = {}, {}, {}, []
+        for method in METHODS:
+            plan = plan_for(method, pool)
+            cold_times, warm_times = [], []
+            for repeat in range(args.repeats):
+                fresh = SourcePool(paths[1:], base=paths[0])
+                engine = MergeEngine(fresh, fresh.new_skeleton())
+                started = time.perf_counter()
+                engine.apply(plan)
+                cold_times.append(time.perf_counter() - started)
+                started = time.perf_counter()
+                engine.apply(plan_for(method, fresh, shift=0.05 * (repeat + 1)))
+                warm_times.append(time.perf_counter() - started)
+            ours[method], warm[method] = statistics.median(cold_times), statistics.median(warm_times)
+            started = time.perf_counter()
+            fresh = SourcePool(paths[1:], base=paths[0])
+            model = MergeEngine(fresh, fresh.new_skeleton()).apply(plan)
+            save_model(model, folder / f"ours-{method}")
+            whole[method] = time.perf_counter() - started
+            config = folder / f"{method}.yaml"
+            config.write_text(mergekit_config(plan, [str(p) for p in paths[1:]] + [str(paths[0])], [args.layers] * 3,
+                                              2, pool.base_index if method != "slerp" else None))
+            configs.append(str(config))
+        python = mergekit_python()
+        theirs = {}
+        if python is not None:
+            done = subprocess.run([str(python), str(ROOT / "benchmarks" / "helpers" / "mergekit_timing.py"),
+                                   str(folder / "mk"), *configs], capture_output=True, text=True,
+                                  env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+            theirs = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else {}
+    print(f"### Merging once, per method ({params:.0f} M parameters, 1 CPU thread)\n")
+    print("Ours, cold: the first merge of a process (task vectors and magnitude ranks computed); warm: every "
+          "later candidate of a search (other parameters, the same sources); whole job: map the sources, "
+          "merge, save a checkpoint, as `run_merge` does. Ratios are mergekit's time over ours.\n")
+    print("| method | ours cold (s) | ours warm (s) | ours whole job (s) | mergekit run_merge (s) | vs cold "
+          "| vs warm | vs whole job |")
+    print("|---|---|---|---|---|---|---|---|")
+    for method in METHODS:
+        mk = theirs.get(method)
+        cells = [f"{ours[method]:.2f}", f"{warm[method]:.2f}", f"{whole[method]:.2f}"]
+        if mk:
+            cells += [f"{mk:.2f}", f"{mk / ours[method]:.1f}x", f"{mk / warm[method]:.1f}x",
+                      f"{mk / whole[method]:.1f}x"]
+        else:
+            cells += ["n/a"] * 4
+        print(f"| {method} | " + " | ".join(cells) + " |")
+    if not theirs:
+        print("\nmergekit could not be installed or run here: no comparison.")
+
+
+if __name__ == "__main__":
+    main()
