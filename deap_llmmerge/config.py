@@ -80,14 +80,11 @@ class DepthBounds(_Strict):
         return self
 
 
-Benchmarks = Path | BenchmarkEntry | dict[str, Path | BenchmarkEntry]
-
-
 class RunConfig(_Strict):
     models: list[ModelEntry] = Field(min_length=2)
     base: Path | None = None
-    benchmark: Benchmarks
-    validation: Benchmarks | None = None
+    benchmark: dict[str, BenchmarkEntry]
+    validation: dict[str, BenchmarkEntry] | None = None
     tokenizer: Path | None = None
     genome: str = "choice"
     method: str | None = None
@@ -114,8 +111,13 @@ class RunConfig(_Strict):
     @field_validator("benchmark", "validation", mode="before")
     @classmethod
     def _benchmark_shapes(cls, value: Any) -> Any:
-        if isinstance(value, dict) and "path" not in value:
-            return {name: {"path": item} if isinstance(item, str) else item for name, item in value.items()}
+        """One path, one ``{path, kind, ...}`` entry, or named entries (each a path or an entry)."""
+        if isinstance(value, (str, Path)):
+            return {SINGLE: {"path": value}}
+        if isinstance(value, dict) and "path" in value:
+            return {SINGLE: value}
+        if isinstance(value, dict):
+            return {name: {"path": item} if isinstance(item, (str, Path)) else item for name, item in value.items()}
         return value
 
     @field_validator("genome")
@@ -148,10 +150,10 @@ class RunConfig(_Strict):
         return self
 
     def benchmarks(self) -> dict[str, BenchmarkEntry]:
-        return _entries(self.benchmark)
+        return dict(self.benchmark)
 
     def validations(self) -> dict[str, BenchmarkEntry]:
-        return {} if self.validation is None else _entries(self.validation)
+        return dict(self.validation or {})
 
     def resolved(self, base: Path) -> RunConfig:
         """The same config with relative paths taken from ``base``; every path must exist."""
@@ -161,14 +163,12 @@ class RunConfig(_Strict):
                 raise ConfigError(f"config key {key!r}: file not found: {full}")
             return full.absolute()
 
-        def resolve_benchmarks(value: Benchmarks | None, key: str) -> Benchmarks | None:
+        def resolve_benchmarks(value: dict[str, BenchmarkEntry] | None, key: str) -> dict | None:
             if value is None:
                 return None
-            if isinstance(value, dict):
-                return {name: resolve_benchmarks(item, f"{key}.{name}") for name, item in value.items()}
-            if isinstance(value, BenchmarkEntry):
-                return value.model_copy(update={"path": resolve(value.path, f"{key}.path")})
-            return resolve(value, key)
+            return {name: entry.model_copy(update={"path": resolve(entry.path, key if name == SINGLE else
+                                                                   f"{key}.{name}")})
+                    for name, entry in value.items()}
 
         models = [entry.model_copy(update={"path": resolve(entry.path, f"models.{i}.path")})
                   for i, entry in enumerate(self.models)]
@@ -181,11 +181,11 @@ class RunConfig(_Strict):
         })
 
 
-def _entries(value: Benchmarks) -> dict[str, BenchmarkEntry]:
-    if isinstance(value, dict):
-        return {name: item if isinstance(item, BenchmarkEntry) else BenchmarkEntry(path=item)
-                for name, item in value.items()}
-    return {SINGLE: value if isinstance(value, BenchmarkEntry) else BenchmarkEntry(path=value)}
+def _flat_args(annotation: Any) -> list:
+    args = getattr(annotation, "__args__", None)
+    if not args:
+        return [annotation]
+    return [inner for arg in args for inner in _flat_args(arg)]
 
 
 def _unknown_key(raw: dict, model: type[BaseModel], prefix: str = "") -> str | None:
@@ -197,8 +197,7 @@ def _unknown_key(raw: dict, model: type[BaseModel], prefix: str = "") -> str | N
             hint = f" (did you mean {prefix + close[0]!r}?)" if close else f" (known: {', '.join(known)})"
             return f"unknown key {prefix + str(key)!r}{hint}"
         annotation = model.model_fields[key].annotation
-        nested = next((t for t in getattr(annotation, "__args__", (annotation,))
-                       if isinstance(t, type) and issubclass(t, BaseModel)), None)
+        nested = next((t for t in _flat_args(annotation) if isinstance(t, type) and issubclass(t, BaseModel)), None)
         if nested is None or not isinstance(value, dict):
             continue
         if nested is BenchmarkEntry and "path" not in value:  # named benchmarks: one entry each
@@ -214,7 +213,7 @@ def _unknown_key(raw: dict, model: type[BaseModel], prefix: str = "") -> str | N
 
 def _one_line(error: ValidationError) -> str:
     first = error.errors()[0]
-    key = ".".join(str(part) for part in first["loc"] if not str(part).startswith(("function-", "tagged")))
+    key = ".".join(str(part) for part in first["loc"] if str(part) != SINGLE)
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown key"

@@ -180,6 +180,11 @@ class Evaluator:
         _STATES.move_to_end(self.token)
         return state
 
+    def prepare(self) -> _State:
+        """Build this process's state now (sources mapped, skeleton and benchmarks on the device) rather
+        than at the first evaluation."""
+        return self.state
+
     def _pool(self) -> SourcePool:
         local = _LOCAL.get(self.token)
         if local is not None:

@@ -77,6 +77,23 @@ def tiny_benchmark(n: int = 12, length: int = 10, seed: int = 0) -> dict[str, to
     return {"input_ids": input_ids, "labels": labels}
 
 
+CHARACTERS = "abcdefghijklmnopqrstuvwxyz .,?:!'\n0123456789-ABCDEFGHIJKLMNOP"
+
+
+def tiny_tokenizer():
+    """A character-level tokenizer of 64 ids (3 special + 61 characters), built in code, no download."""
+    from tokenizers import Tokenizer, pre_tokenizers
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<pad>": 1, "<bos>": 2}
+    vocab.update({c: i + 3 for i, c in enumerate(CHARACTERS)})
+    assert len(vocab) == VOCAB
+    model = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    model.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    return PreTrainedTokenizerFast(tokenizer_object=model, unk_token="<unk>", pad_token="<pad>", bos_token="<bos>")
+
+
 @pytest.fixture(params=ARCHITECTURES)
 def arch(request) -> str:
     return request.param
