@@ -26,6 +26,7 @@ from .merge import MergeEngine
 from .methods import MERGE_METHODS, register_merge_method
 from .metrics import calculate_accuracy, calculate_loss
 from .plan import MergePlan, PartMerge
+from .recipes import merge_models
 from .scoring_map import CachedMap
 from .sources import SourcePool
 from .toolbox import individual_class, make_toolbox
@@ -48,6 +49,7 @@ __all__ = [
     "GenomeSpace",
     "MERGE_METHODS",
     "register_merge_method",
+    "merge_models",
     "MergePlan",
     "PartMerge",
     "MergeEngine",

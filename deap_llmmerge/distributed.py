@@ -7,12 +7,16 @@ skeleton model, data on its device) once per worker process, so only genomes and
 from __future__ import annotations
 
 import ast
+import contextlib
+import io
 import json
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -20,19 +24,24 @@ import torch
 
 from .errors import ConfigError, EvaluationError
 
-__all__ = ["BACKENDS", "make_map", "scoop_map", "scoop_entry_path", "launch_scoop", "init_worker",
-           "STATUS_ENV"]
+__all__ = ["BACKENDS", "make_map", "scoop_map", "scoop_entry_path", "launch_scoop", "init_worker", "PoolMap",
+           "LaunchInterrupted", "STATUS_ENV", "ROOT_PID_ENV", "LOCK_ENV", "PROGRESS_ENV"]
 
-STATUS_ENV = "DEAP_LLMMERGE_STATUS"
+STATUS_ENV = "DEAP_LLMMERGE_STATUS"  # where a launched run writes how it ended
+ROOT_PID_ENV = "DEAP_LLMMERGE_ROOT_PID"  # where a launched run writes the pid of its root process
+LOCK_ENV = "DEAP_LLMMERGE_LOCKED"  # the output folder whose lock the launcher holds for the run
+PROGRESS_ENV = "DEAP_LLMMERGE_PROGRESS"  # "1": draw the progress bar although stderr is a pipe
 THREADS_ENV = "DEAP_LLMMERGE_THREADS"
 
 
 def init_worker() -> None:
-    """One torch thread per worker unless ``DEAP_LLMMERGE_THREADS`` says otherwise; no progress bars."""
+    """One torch thread per worker unless ``DEAP_LLMMERGE_THREADS`` says otherwise; no progress bars; Ctrl-C
+    is the main process's to handle (it ends the workers)."""
     from transformers.utils import logging as hf_logging
 
     torch.set_num_threads(int(os.environ.get(THREADS_ENV, "1")))
     hf_logging.disable_progress_bar()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def scoop_map(func: Callable, tasks: Iterable) -> Iterator:
@@ -96,8 +105,16 @@ class PoolMap:
         return {"workers": self.workers, "_pool": None}
 
     def close(self) -> None:
+        """Let the workers finish and end them."""
         if self._pool is not None:
             self._pool.close()
+            self._pool.join()
+            self._pool = None
+
+    def terminate(self) -> None:
+        """End the workers now."""
+        if self._pool is not None:
+            self._pool.terminate()
             self._pool.join()
             self._pool = None
 
@@ -120,26 +137,87 @@ def scoop_entry_path() -> Path:
     return Path(__file__).with_name("scoop_entry.py")
 
 
-def launch_scoop(argv: list[str], workers: int, hostfile: Path | None = None) -> str:
+class LaunchInterrupted(Exception):
+    """The launched SCOOP run was stopped by SIGINT or SIGTERM (``signum``); ``args[0]`` is its own line."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+def _stream(source, sinks: list) -> None:
+    """Copy a pipe to ``sinks`` as it comes (progress bars included), until it closes."""
+    for chunk in iter(lambda: os.read(source.fileno(), 4096), b""):
+        for sink in sinks:
+            sink.write(chunk)
+            sink.flush()
+
+
+def _stop(process: subprocess.Popen, root_pid_file: Path, signum: int) -> None:
+    """Ask the run's root process to stop (it checkpoints and ends its workers); SIGKILL what is left of the
+    process group after a grace period."""
+    try:
+        os.kill(int(root_pid_file.read_text()), signum)
+    except (OSError, ValueError):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signum)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def launch_scoop(argv: list[str], workers: int, hostfile: Path | None = None,
+                 extra_env: dict[str, str] | None = None) -> str:
     """Run ``deap-llmmerge <argv>`` under ``python -m scoop -n workers``; return its stdout.
 
-    SCOOP's launcher exits 0 even when the script fails, so the run writes its status to a file named
-    by ``DEAP_LLMMERGE_STATUS`` and this reads it. Raises EvaluationError with the run's own one-line error.
+    The run's log lines (and progress bar, on a terminal) stream to stderr as they come; SCOOP's log is
+    kept in a file only when the run fails. SCOOP's launcher exits 0 even when the script fails, so the run
+    writes its status to the file named by ``DEAP_LLMMERGE_STATUS`` and this reads it: the run's own
+    one-line error becomes an EvaluationError, its interruption a LaunchInterrupted. SIGINT and SIGTERM
+    here are passed to the run, which stops at its last checkpoint; no SCOOP process outlives this call.
     """
     with tempfile.TemporaryDirectory(prefix="deap-llmmerge-") as folder:
-        status_file = Path(folder) / "status.json"
-        log_file = Path(tempfile.gettempdir()) / f"deap-llmmerge-scoop-{os.getpid()}.log"
-        command = [sys.executable, "-m", "scoop", "-n", str(workers)]
+        status_file, root_pid = Path(folder) / "status.json", Path(folder) / "root.pid"
+        log_path = Path(tempfile.gettempdir()) / f"deap-llmmerge-scoop-{os.getpid()}.log"
+        command = [sys.executable, "-m", "scoop", "--quiet", "-n", str(workers)]
         if hostfile is not None:
             command += ["--hostfile", str(hostfile)]
         command += [str(scoop_entry_path()), *argv]
-        env = {**os.environ, STATUS_ENV: str(status_file)}
-        with open(log_file, "w") as log:
-            completed = subprocess.run(command, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+        env = {**os.environ, STATUS_ENV: str(status_file), ROOT_PID_ENV: str(root_pid), **(extra_env or {})}
+        if sys.stderr.isatty():
+            env[PROGRESS_ENV] = "1"
+        interrupted = None
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                                       start_new_session=True)
+            out = io.BytesIO()
+            threads = [threading.Thread(target=_stream, args=(process.stdout, [out]), daemon=True),
+                       threading.Thread(target=_stream, args=(process.stderr, [log, sys.stderr.buffer]),
+                                        daemon=True)]
+            for thread in threads:
+                thread.start()
+            while process.poll() is None:
+                try:
+                    process.wait()
+                except BaseException as exc:  # SIGINT / SIGTERM reach us as exceptions
+                    interrupted = getattr(exc, "signum", signal.SIGINT)
+                    _stop(process, root_pid, interrupted)
+                    break
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            for thread in threads:
+                thread.join(timeout=5)
         status = json.loads(status_file.read_text()) if status_file.exists() else None
+    if status is not None and status.get("signal"):
+        log_path.unlink(missing_ok=True)
+        raise LaunchInterrupted(status["error"], status["signal"])
+    if interrupted is not None:
+        log_path.unlink(missing_ok=True)
+        raise LaunchInterrupted("interrupted before the run could say where it stopped", interrupted)
     if status is None:
-        raise EvaluationError(f"the SCOOP run ended without a status (exit {completed.returncode}); log: {log_file}")
+        raise EvaluationError(f"the SCOOP run ended without a status (exit {process.returncode}); log: {log_path}")
     if not status["ok"]:
-        raise EvaluationError(f"{status['error']} (SCOOP log: {log_file})")
-    log_file.unlink(missing_ok=True)
-    return completed.stdout
+        raise EvaluationError(f"{status['error']} (SCOOP log: {log_path})")
+    log_path.unlink(missing_ok=True)
+    return out.getvalue().decode()

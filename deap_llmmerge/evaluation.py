@@ -207,6 +207,8 @@ class Evaluator:
         device = worker_device(torch.device(self.device), self.token)
         pool = self._pool()
         skeleton = pool.new_skeleton().to(device).eval()
+        if device.type != "cpu":
+            pool.move_to(device)
         engine = MergeEngine(pool, skeleton, self.method_options)
         benchmarks = {name: data.to(device) for name, data in self._benchmarks().items()}
         budget = (self.memory_budget_mb * 2**20) if self.memory_budget_mb is not None else default_memory_budget(device)

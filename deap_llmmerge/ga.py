@@ -230,9 +230,19 @@ class LLMMergeGA:
         self._adapt_mutation(diversity)
         self.logbook.record(gen=self.generation, evals=evaluations, diversity=diversity,
                             mutation_rate=self.current_mutation_rate, **self.stats.compile(self.population))
-        log.info("generation %d: %s", self.generation, self.logbook.stream)
+        log.info("%s", self.summary())
         if self.callback is not None:
             self.callback(self, self.generation)
+
+    def summary(self) -> str:
+        """One log line for the last generation: evaluations, each objective's max/mean/min, the best so far."""
+        record = self.logbook[-1]
+        stats = "; ".join(f"{name} {self.logbook.chapters[name][-1]['max']:.4g}/"
+                          f"{self.logbook.chapters[name][-1]['mean']:.4g}/{self.logbook.chapters[name][-1]['min']:.4g}"
+                          for name in self.objectives)
+        best = ", ".join(f"{name} {value:.4g}" for name, value in zip(self.objectives, self.best.fitness.values))
+        return (f"generation {record['gen']}/{self.max_generations}: {record['evals']} evaluations; max/mean/min "
+                f"{stats}; best so far {best}")
 
     def step(self) -> None:
         """One generation. Tournament: elites pass unchanged, the rest are selected, crossed, mutated and

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +33,7 @@ from .output import atomic_write_text, logbook_csv, prepare_output_dir, save_mod
 from .plan import MergePlan
 from .sources import SourcePool
 
-__all__ = ["RunResult", "run_config", "export_recipe", "load_benchmarks", "load_sources", "build_ga"]
+__all__ = ["RunResult", "run_config", "export_recipe", "load_benchmarks", "load_sources", "build_ga", "SaveError"]
 
 log = logging.getLogger(__name__)
 
@@ -211,13 +213,34 @@ def run_config(config: RunConfig, output: Path, base_map: Callable = map, *, res
     model = ga.merge_layers(best)
     held_out = {name: ga.evaluator.measure(model, data.to(next(model.parameters()).device))
                 for name, data in validation.items()} or None
-    save_model(model.cpu(), output / "best", tokenizer_from=config.tokenizer or config.models[0].path, replace=True)
-    atomic_write_text(output / "logbook.csv", logbook_csv(ga.logbook, ga.objectives))
-    atomic_write_text(output / "mergekit.yaml", _mergekit_yaml(config, ga, ga.evaluator.decode(best)))
-    atomic_write_text(output / "recipe.json", json.dumps(_recipe(config, ga, best, held_out), indent=2,
-                                                         allow_nan=False) + "\n")
-    log.info("best genome %s: fitness %s", list(best), best.fitness.values)
+    try:
+        save_model(model.cpu(), output / "best", tokenizer_from=config.tokenizer or config.models[0].path,
+                   replace=True)
+        atomic_write_text(output / "logbook.csv", logbook_csv(ga.logbook, ga.objectives))
+        atomic_write_text(output / "mergekit.yaml", _mergekit_yaml(config, ga, ga.evaluator.decode(best)))
+        atomic_write_text(output / "recipe.json", json.dumps(_recipe(config, ga, best, held_out), indent=2,
+                                                             allow_nan=False) + "\n")
+    except Exception as exc:  # ENOSPC, EACCES, EROFS, safetensors or tokenizer errors: the search is safe
+        raise SaveError(f"cannot save the finished run into {output}: {_cause(exc)}; the search is checkpointed: "
+                        f"fix that and run again with --resume to save it without searching again") from exc
+    log.info("best genome %s: %s", [round(g, 3) if isinstance(g, float) else g for g in best],
+             ", ".join(f"{name} {value:.4g}" for name, value in zip(ga.objectives, best.fitness.values)))
     return RunResult(ga, best, tuple(best.fitness.values), held_out, output)
+
+
+class SaveError(LLMMergeError):
+    """The search finished but its results could not be written."""
+
+
+def _cause(exc: Exception) -> str:
+    """What went wrong, in a few words: the system's message for an OS error, wherever it was raised."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror + (f" ({exc.filename})" if exc.filename else "")
+    text = str(exc).strip()
+    found = re.search(r"os error (\d+)", text)
+    if found:  # safetensors and tokenizers wrap the OS error in their own
+        return os.strerror(int(found.group(1))) + f" ({type(exc).__name__})"
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def _resolve(path: str, recipe_path: Path) -> Path:

@@ -77,7 +77,8 @@ class SamePlan:
 class CachedMap:
     """See the module docstring. ``last_failures`` lists the genomes whose scoring raised in the last call;
     ``processes`` the process ids that scored; ``data_loads`` the benchmark transfers each received.
-    With ``progress``, a tqdm bar counts the candidates of each call (silent when stderr is no terminal)."""
+    With ``progress``, a tqdm bar counts the candidates of each call (silent when stderr is no terminal,
+    unless ``progress == "always"``)."""
 
     def __init__(self, evaluate: Evaluator, base_map: Callable = map) -> None:
         self.evaluate = evaluate
@@ -111,8 +112,8 @@ class CachedMap:
             self.evaluate.publish(use_scoop=uses_scoop(self.base_map))
         self.last_failures = []
         results = self.base_map(score_chunk, [(self.evaluate, [fresh[key] for key in share]) for share in shares])
-        bar = tqdm(total=len(todo), desc="scoring", unit="candidate", leave=False, disable=None) \
-            if self.progress and todo else None
+        bar = tqdm(total=len(todo), desc="scoring", unit="candidate", leave=False,
+                   disable=False if self.progress == "always" else None) if self.progress and todo else None
         for share, share_results in zip(shares, results):
             for key, (values, error, pid, loads) in zip(share, share_results):
                 self.cache[key] = tuple(values)

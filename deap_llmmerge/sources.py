@@ -140,6 +140,18 @@ class SourcePool:
             return {name for name, _ in self._model_of(index, entry).named_parameters()}
         return meta_parameter_names(self.configs[index], self.trust_remote_code)
 
+    def move_to(self, device: torch.device, share: float = 0.5) -> bool:
+        """Keep every source's tensors on ``device`` (in their own dtype) when they fit in ``share`` of its
+        free memory, so merges run there; otherwise leave them memory-mapped and stream parts. Returns
+        whether they moved."""
+        size = sum(t.numel() * t.element_size() for tensors in self.tensors for t in tensors.values())
+        if size > share * available_memory(device):
+            log.info("sources (%.1f GB) do not fit on %s; parts are streamed from memory", size / 1e9, device)
+            return False
+        self.tensors = [{name: t.to(device) for name, t in tensors.items()} for tensors in self.tensors]
+        self.derived = DerivedCache(available_memory(device) // 4)
+        return True
+
     def new_skeleton(self) -> nn.Module:
         """A model of the reference architecture whose weights are its own, for writing merges into.
 

@@ -6,6 +6,7 @@ run's files (checkpoint.json and a note of the user's), and checks that not a by
 
 import hashlib
 import json
+import os
 import re
 import shutil
 
@@ -61,6 +62,16 @@ def out_of_vocabulary(bench, key="input_ids"):
     bench = {name: tensor.clone() for name, tensor in bench.items()}
     bench[key][2, 7] = 64
     return bench
+
+
+HELD = []  # folder locks a case holds while its command runs
+
+
+def held(work):
+    from deap_llmmerge.lock import RunLock
+
+    HELD.append(RunLock(work / "run").acquire())
+    return ["run", work / "config.yaml", "--output", work / "run", "--resume"]
 
 
 def resume(work):
@@ -163,6 +174,7 @@ CASES = {
                          "exists and is not a directory"),
     "output not empty": (lambda w: ["run", w / "config.yaml", "--output", w / "run"],
                          "exists and is not empty; use --resume"),
+    "output in use by another run": (held, rf"run is in use by another run \(process {os.getpid()}\)"),
 }
 
 
@@ -176,7 +188,11 @@ def test_bad_input_is_one_line_and_changes_nothing(case, work):
     make_argv, message = CASES[case]
     argv = make_argv(work)
     before = snapshot(work / "run")
-    result = cli(*argv)
+    try:
+        result = cli(*argv)
+    finally:
+        while HELD:
+            HELD.pop().release()
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("deap-llmmerge: error:"), result.stderr

@@ -1,0 +1,193 @@
+"""The SmolLM2 study's held-out table and plots: baselines, random search and the searches' merges."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import random
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+RANDOM_SEARCH = "random search (ties genome)"
+
+
+def _load(folder: Path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(folder).eval()
+
+
+def _score_folder(task: tuple) -> tuple[str, dict]:
+    folder, data, score = task
+    torch.set_num_threads(1)
+    return str(folder), score(_load(Path(folder)), data)
+
+
+def _members(recipe: dict) -> dict[str, int | None]:
+    """Which of a run's merges to score held out: the best (tournament) or three front members (NSGA-II):
+    best on QA accuracy, best on Shakespeare loss, and the one with the best sum of both ranks."""
+    front = recipe.get("front")
+    if not front:
+        return {"best": None}
+    points = [member["fitness"] for member in front]
+    by_qa = sorted(range(len(points)), key=lambda i: -points[i][0])
+    by_play = sorted(range(len(points)), key=lambda i: points[i][1])
+    balanced = min(range(len(points)), key=lambda i: by_qa.index(i) + by_play.index(i))
+    return {"best QA": by_qa[0], "balanced": balanced, "best play": by_play[0]}
+
+
+def _baselines(setup: dict, folder: Path) -> dict[str, Path]:
+    from deap_llmmerge import merge_models
+    from deap_llmmerge.output import save_model
+
+    experts, base = setup["experts"], setup["base"]
+    sources = [experts["qa"], experts["shakespeare"]]
+    recipes = {"uniform average": ("linear", {}), "task arithmetic (mergekit defaults)": ("task_arithmetic", {}),
+               "TIES (mergekit defaults)": ("ties", {})}
+    paths = {"base": base, "QA expert": experts["qa"], "Shakespeare expert": experts["shakespeare"]}
+    for label, (method, params) in recipes.items():
+        out = folder / label.split(" (")[0].replace(" ", "-")
+        if not (out / "config.json").exists():
+            save_model(merge_models(sources, method, base_model=None if method == "linear" else base, **params), out,
+                       tokenizer_from=base, replace=True)
+        paths[label] = out
+    return paths
+
+
+def _random_search(setup: dict, runs: dict[str, Path], folder: Path) -> tuple[Path, dict]:
+    """As many random ties genomes as the ties NSGA-II search evaluated, scored on the fitness data; a
+    recipe-like record of their Pareto front."""
+    out = folder / "random-search.json"
+    if out.exists():
+        return out, json.loads(out.read_text())
+    from deap import tools
+
+    from deap_llmmerge import PoolMap
+    from deap_llmmerge.config import RunConfig
+    from deap_llmmerge.runner import build_ga
+
+    reference = next((json.loads((run / "recipe.json").read_text()) for label, run in runs.items()
+                      if label.startswith("ties")), None)
+    evaluations = reference["run"]["evaluations"] if reference else 16
+    config = RunConfig.model_validate({**setup["config"], "genome": "methods", "method": "ties",
+                                       "genome_granularity": "group:5", "selection": "nsga2",
+                                       "ga": {"population_size": 2, "max_generations": 0}})
+    pool = PoolMap(2)
+    started = time.time()
+    try:
+        ga = build_ga(config, pool)
+        random.seed(1)
+        genomes = [ga.toolbox.individual() for _ in range(evaluations)]
+        for ind, values in zip(genomes, ga.toolbox.map(ga.toolbox.evaluate, genomes)):
+            ind.fitness.values = values
+        front = tools.ParetoFront()
+        front.update(genomes)
+        record = {"front": [{"genome": list(ind), "plan": ga.evaluator.decode(ind).to_dict(),
+                             "fitness": list(ind.fitness.values)} for ind in front],
+                  "run": {"evaluations": evaluations}, "wall_seconds": time.time() - started}
+    finally:
+        pool.close()
+    out.write_text(json.dumps(record))
+    return out, record
+
+
+def _export(run: Path, member: int | None, out: Path) -> Path:
+    from deap_llmmerge.runner import export_recipe
+
+    if not (out / "config.json").exists():
+        shutil.rmtree(out, ignore_errors=True)
+        export_recipe(run, out, member=member)
+    return out
+
+
+def write_report(setup: dict, runs: dict[str, Path], held_out: dict, score: Callable, results: Path, command: str,
+                 started: float) -> None:
+    models = setup["work"] / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    rows: dict[str, dict] = {}
+    for label, path in _baselines(setup, models).items():
+        rows[label] = {"folder": path, "kind": "baseline"}
+    for label, run in runs.items():
+        recipe = json.loads((run / "recipe.json").read_text())
+        for name, member in _members(recipe).items():
+            fitness = recipe["fitness"] if member is None else recipe["front"][member]["fitness"]
+            folder = _export(run, member, models / f"{run.name}-{name.replace(' ', '-')}")
+            rows[f"{label}: {name}"] = {"folder": folder, "kind": "evolved", "fitness": fitness,
+                                        "evaluations": recipe["run"]["evaluations"],
+                                        "seconds": float((run / "wall_seconds.txt").read_text())
+                                        if (run / "wall_seconds.txt").exists() else None}
+    record_path, record = _random_search(setup, runs, models)
+    fake_run = models / "random-search-run"
+    fake_run.mkdir(exist_ok=True)
+    ties_recipe = json.loads((next(r for label, r in runs.items() if label.startswith("ties")) / "recipe.json")
+                             .read_text())
+    (fake_run / "recipe.json").write_text(json.dumps({**ties_recipe, **record, "plan": record["front"][0]["plan"]}))
+    for name, member in _members(record).items():
+        folder = _export(fake_run, member, models / f"random-{name.replace(' ', '-')}")
+        rows[f"{RANDOM_SEARCH}: {name}"] = {"folder": folder, "kind": "random",
+                                            "fitness": record["front"][member]["fitness"],
+                                            "evaluations": record["run"]["evaluations"],
+                                            "seconds": record["wall_seconds"]}
+    cache = setup["work"] / "held-out.json"
+    scores = json.loads(cache.read_text()) if cache.exists() else {}
+    todo = [str(row["folder"]) for row in rows.values() if str(row["folder"]) not in scores]
+    if todo:
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(2) as pool:
+            for folder, values in pool.imap_unordered(_score_folder, [(f, held_out, score) for f in todo]):
+                scores[folder] = values
+                cache.write_text(json.dumps(scores))
+    for row in rows.values():
+        row.update(scores[str(row["folder"])])
+    _write(results, rows, setup, command, started)
+
+
+def _verdict(rows: dict[str, dict]) -> list[str]:
+    experts = {"QA": rows["QA expert"], "play": rows["Shakespeare expert"]}
+    lines = []
+    for label, row in rows.items():
+        if row["kind"] != "evolved":
+            continue
+        qa_ok = row["qa_accuracy"] >= experts["QA"]["qa_accuracy"] - experts["QA"]["qa_accuracy_ci"]
+        play_ok = row["play_loss"] <= experts["play"]["play_loss"] + experts["play"]["play_loss_ci"]
+        beats = all(row["qa_accuracy"] > rows[b]["qa_accuracy"] and row["play_loss"] < rows[b]["play_loss"]
+                    for b in ("uniform average", "TIES (mergekit defaults)"))
+        if qa_ok and play_ok and beats:
+            lines.append(f"- **{label}** matches the QA expert on held-out QA accuracy and the Shakespeare expert "
+                         "on held-out Macbeth loss within their 95% intervals, and beats the uniform average and "
+                         "TIES at mergekit's defaults on both.")
+    return lines
+
+
+def _write(results: Path, rows: dict[str, dict], setup: dict, command: str, started: float) -> None:
+    from plots import front_plot, weights_plot
+
+    results.mkdir(parents=True, exist_ok=True)
+    tasks = list(setup["items"])
+    header = ("| model | held-out QA accuracy (95% CI) | " + " | ".join(tasks)
+              + " | held-out Macbeth loss (95% CI) | fitness QA acc | fitness Hamlet loss | evaluations | wall (s) |")
+    lines = [header, "|---|" + "---|" * (len(tasks) + 6)]
+    for label, row in rows.items():
+        fitness = row.get("fitness") or [None, None]
+        cells = [f"{row['qa_accuracy']:.3f} ± {row['qa_accuracy_ci']:.3f}",
+                 *(f"{row[f'{task}_accuracy']:.3f}" for task in tasks),
+                 f"{row['play_loss']:.3f} ± {row['play_loss_ci']:.3f}",
+                 "" if fitness[0] is None else f"{fitness[0]:.3f}", "" if fitness[1] is None else f"{fitness[1]:.3f}",
+                 str(row.get("evaluations", "")), "" if row.get("seconds") is None else f"{row['seconds']:.0f}"]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    verdict = _verdict(rows) or ["- No evolved merge matches both experts within the intervals while beating the "
+                                 "uniform average and TIES at defaults on both (see the table)."]
+    front_plot(rows, results / "front.png")
+    weights_plot(setup["work"] / "runs", results / "weights.png")
+    (results / "results.json").write_text(json.dumps({k: {**v, "folder": str(v["folder"])} for k, v in rows.items()},
+                                                     indent=2))
+    n = rows["base"]["qa_items"]
+    (results / "results.md").write_text(
+        f"# SmolLM2-135M-Instruct: evolved merges of a QA expert and a Shakespeare expert\n\n"
+        f"Command: `{command}` (seed 0), {time.time() - started:.0f} s in all on this machine, 2 SCOOP workers per "
+        f"search. Held out: {n} QA items ({', '.join(tasks)}) and *Macbeth*; never seen by the search.\n\n"
+        + "\n".join(lines) + "\n\n" + "\n".join(verdict) + "\n\n![front](front.png)\n\n![weights](weights.png)\n")

@@ -1,0 +1,105 @@
+"""Layer stacking: models of another depth save, reload and generate (with and without the KV cache)."""
+
+import random
+
+import pytest
+import torch
+from conftest import tiny_benchmark, tiny_model
+from transformers import AutoModelForCausalLM, Gemma2Config, Gemma2ForCausalLM
+
+from deap_llmmerge import LLMMergeGA
+from deap_llmmerge.genomes.stack import cxStackOnePoint, mutStack
+
+
+def gemma2(seed: int) -> Gemma2ForCausalLM:
+    config = Gemma2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=64,
+                          sliding_window=4, query_pre_attn_scalar=8)
+    torch.manual_seed(seed)
+    return Gemma2ForCausalLM(config).eval()
+
+
+def pair(arch):
+    if arch == "gemma2":
+        return [gemma2(1), gemma2(2)]
+    return [tiny_model(arch, 1), tiny_model(arch, 2)]
+
+
+def picks(layers, *pairs):
+    return [source * layers + layer for source, layer in pairs]
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma2"])
+@pytest.mark.parametrize("shape", ["deeper", "shallower"])
+def test_a_stacked_model_saves_reloads_and_generates_with_and_without_the_cache(arch, shape, tmp_path):
+    sources = pair(arch)
+    layers = sources[0].config.num_hidden_layers
+    ga = LLMMergeGA(sources, tiny_benchmark(), population_size=2, max_generations=0, genome="stack",
+                    depth=(1, 2 * layers))
+    chosen = [(0, 0), (1, 1), (1, 1), (0, 2), (1, layers - 1)] if shape == "deeper" else [(1, 0), (0, layers - 1)]
+    genome = [1, 0, *picks(layers, *chosen)]
+    merged = ga.merge_layers(genome)
+    merged.save_pretrained(tmp_path / "stacked")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "stacked").eval()
+    assert reloaded.config.num_hidden_layers == len(chosen)
+    if arch == "gemma2":
+        types = sources[0].config.layer_types
+        assert reloaded.config.layer_types == [types[layer] for _, layer in chosen]
+    ids = tiny_benchmark()["input_ids"][:2]
+    with torch.no_grad():
+        assert torch.equal(reloaded(input_ids=ids).logits, merged(input_ids=ids).logits)
+        cached = reloaded.generate(ids, max_new_tokens=8, do_sample=False, use_cache=True)
+        uncached = reloaded.generate(ids, max_new_tokens=8, do_sample=False, use_cache=False)
+    assert torch.equal(cached, uncached) and cached.shape[1] == ids.shape[1] + 8
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma2"])
+def test_the_stack_of_a_sources_own_layers_is_that_source(arch):
+    sources = pair(arch)
+    ga = LLMMergeGA(sources, tiny_benchmark(), population_size=2, max_generations=0, genome="stack")
+    layers = sources[1].config.num_hidden_layers
+    ids = tiny_benchmark()["input_ids"]
+    with torch.no_grad():
+        model = ga.merge_layers([1, 1, *picks(layers, *[(1, j) for j in range(layers)])])
+        assert torch.equal(model(input_ids=ids).logits, sources[1](input_ids=ids).logits)
+
+
+def test_an_output_layer_computes_as_the_source_layer_it_copies():
+    """Layer 1 of a Gemma 2 source is a full-attention layer; at output position 0 it stays one."""
+    sources = pair("gemma2")
+    ga = LLMMergeGA(sources, tiny_benchmark(), population_size=2, max_generations=0, genome="stack",
+                    depth=(1, 8))
+    model = ga.merge_layers([0, 0, *picks(4, (0, 1), (0, 0), (0, 3), (0, 2))])
+    assert model.config.layer_types == ["full_attention", "sliding_attention", "full_attention", "sliding_attention"]
+    assert [layer.self_attn.layer_idx for layer in model.model.layers] == [0, 1, 2, 3]
+    assert model.model.layers[0].self_attn.sliding_window is None
+    assert model.model.layers[1].self_attn.sliding_window == 4
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_operators_keep_children_within_the_depth_bounds_and_never_empty(seed):
+    random.seed(seed)
+    low, high, layers, n = 2, 7, 4, 3
+    population = []
+    for _ in range(8):
+        depth = random.randint(low, high)
+        population.append([random.randrange(n), random.randrange(n),
+                           *(random.randrange(n * layers) for _ in range(depth))])
+    for _ in range(30):
+        a, b = random.sample(range(len(population)), 2)
+        cxStackOnePoint(population[a], population[b], low, high)
+        for ind in population:
+            mutStack(ind, n, layers, low, high, pick_rate=0.3, duplicate_rate=0.3, delete_rate=0.3, swap_rate=0.3)
+        for ind in population:
+            assert low <= len(ind) - 2 <= high, ind
+            assert all(0 <= gene < n * layers for gene in ind[2:]) and all(0 <= gene < n for gene in ind[:2])
+
+
+def test_a_stack_search_runs_to_the_end_and_finds_depths_in_bounds():
+    sources = pair("llama")
+    ga = LLMMergeGA(sources, tiny_benchmark(), population_size=8, max_generations=3, genome="stack", depth=(2, 5),
+                    mutation_rate=0.3, seed=0)
+    best = ga.run()
+    assert 2 <= len(best) - 2 <= 5
+    depths = {len(ind) - 2 for ind in ga.population}
+    assert depths <= set(range(2, 6)) and len(depths) > 1

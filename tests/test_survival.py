@@ -1,0 +1,185 @@
+"""Runs that survive, part 2: a full disk, two runs on one folder, Ctrl-C and SIGTERM never cost a search."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import cli, tiny_benchmark
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+# Imported at the start of every process of a run (the SCOOP root and workers too): slows each generation
+# down when DEAP_LLMMERGE_TEST_SLOW is set, and fails the safetensors write when DEAP_LLMMERGE_TEST_FULL is.
+SITECUSTOMIZE = """
+import os
+if os.environ.get("DEAP_LLMMERGE_TEST_SLOW"):
+    import time
+    from deap_llmmerge import ga
+    step = ga.LLMMergeGA.step
+    def slow_step(self):
+        time.sleep(float(os.environ["DEAP_LLMMERGE_TEST_SLOW"]))
+        step(self)
+    ga.LLMMergeGA.step = slow_step
+if os.environ.get("DEAP_LLMMERGE_TEST_FULL"):
+    import errno
+    import safetensors.torch
+    def full(tensors, filename, metadata=None):
+        raise OSError(errno.ENOSPC, "No space left on device", str(filename))
+    safetensors.torch.save_file = full
+"""
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory, saved_llamas):
+    folder = tmp_path_factory.mktemp("survival")
+    (folder / "site").mkdir()
+    (folder / "site" / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    torch.save(tiny_benchmark(), folder / "bench.pt")
+    for seed in (1, 2):
+        content = {"models": [str(p) for p in saved_llamas], "benchmark": "bench.pt", "genome": "blend",
+                   "ga": {"population_size": 8, "max_generations": 6, "seed": seed}}
+        (folder / f"config{seed}.yaml").write_text(yaml.safe_dump(content))
+    assert cli("run", folder / "config1.yaml", "--output", folder / "whole").returncode == 0
+    return folder
+
+
+def start(folder, *args, slow=None, extra_env=None):
+    env = {**ENV, "PYTHONPATH": str(folder / "site"), **(extra_env or {})}
+    if slow:
+        env["DEAP_LLMMERGE_TEST_SLOW"] = str(slow)
+    return subprocess.Popen([sys.executable, "-m", "deap_llmmerge.cli", "--quiet", *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def generation(out: Path) -> int:
+    try:
+        return json.loads((out / "checkpoint.json").read_text())["state"]["generation"]
+    except (OSError, ValueError, KeyError):
+        return -1
+
+
+def descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def same_result(a: Path, b: Path) -> None:
+    first, second = (json.loads((x / "recipe.json").read_text()) for x in (a, b))
+    assert first["halloffame"] == second["halloffame"] and first["plan"] == second["plan"]
+    assert (a / "logbook.csv").read_text() == (b / "logbook.csv").read_text()
+
+
+def test_two_runs_on_one_folder_one_is_refused_at_once(folder):
+    out = folder / "shared"
+    first = start(folder, "run", folder / "config1.yaml", "--output", out, slow=2)
+    while generation(out) < 0:
+        assert first.poll() is None, first.stderr.read()
+        time.sleep(0.05)
+    started = time.time()
+    second = start(folder, "run", folder / "config2.yaml", "--output", out)
+    _, error = second.communicate(timeout=60)
+    elapsed = time.time() - started
+    resumed = start(folder, "run", folder / "config1.yaml", "--output", out, "--resume")
+    _, resume_error = resumed.communicate(timeout=60)
+    assert first.wait(timeout=120) == 0
+    assert second.returncode == 1 and elapsed < 5, (elapsed, error)
+    lines = error.strip().splitlines()
+    assert len(lines) == 1 and f"{out} is in use by another run (process {first.pid})" in lines[0], error
+    assert resumed.returncode == 1 and f"is in use by another run (process {first.pid})" in resume_error
+    recipe = json.loads((out / "recipe.json").read_text())
+    assert recipe["seed"] == 1
+    same_result(out, folder / "whole")
+
+
+@pytest.mark.parametrize(("sig", "backend"), [(signal.SIGINT, "serial"), (signal.SIGTERM, "pool"),
+                                              (signal.SIGINT, "scoop"), (signal.SIGTERM, "scoop")])
+def test_a_signal_stops_at_the_last_checkpoint_and_resume_finishes_the_run(folder, sig, backend):
+    out = folder / f"stopped-{sig}-{backend}"
+    workers = [] if backend == "serial" else ["--workers", 2, "--backend", backend]
+    process = start(folder, "run", folder / "config1.yaml", "--output", out, *workers, slow=0.4)
+    deadline = time.time() + 120
+    while generation(out) < 2:
+        assert time.time() < deadline and process.poll() is None, process.stderr.read()
+        time.sleep(0.05)
+    family = descendants(process.pid)
+    process.send_signal(sig)
+    _, error = process.communicate(timeout=120)
+    assert process.returncode == 128 + sig, error
+    lines = error.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in error, error
+    stopped = generation(out)
+    assert lines[0] == (f"deap-llmmerge: interrupted ({signal.Signals(sig).name}) after generation {stopped} of 6; "
+                        f"continue with --resume --output {out}")
+    assert not (out / "recipe.json").exists()
+    time.sleep(0.5)
+    assert not [pid for pid in family if alive(pid)], "processes left behind"
+    resumed = cli("run", folder / "config1.yaml", "--output", out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    same_result(out, folder / "whole")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 150 KB tmpfs (room for the checkpoint, not for the model) where the tests may mount one (root); otherwise None (the write is made to fail)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=150k", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        yield None
+        return
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_at_the_save_costs_no_search(folder, small_disk):
+    out = (small_disk or folder / "simulated") / "run"
+    run = start(folder, "run", folder / "config1.yaml", "--output", out,
+                extra_env=None if small_disk else {"DEAP_LLMMERGE_TEST_FULL": "1"})
+    _, error = run.communicate(timeout=120)
+    assert run.returncode == 1
+    lines = error.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in error, error
+    assert f"cannot save the finished run into {out}: No space left on device" in lines[0]
+    assert "run again with --resume to save it without searching again" in lines[0]
+    assert not (out / "recipe.json").exists() and not (out / "best").exists()
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+    assert generation(out) == 6
+    if small_disk:
+        subprocess.run(["mount", "-o", "remount,size=8m", str(small_disk)], check=True)
+    before = json.loads((out / "checkpoint.json").read_text())["state"]["evaluations"]
+    resumed = cli("run", folder / "config1.yaml", "--output", out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    same_result(out, folder / "whole")
+    assert json.loads((out / "recipe.json").read_text())["run"]["evaluations"] == before
+    best, again = (out / "best" / "model.safetensors", folder / "whole" / "best" / "model.safetensors")
+    assert best.read_bytes() == again.read_bytes()
+    shutil.rmtree(out)
