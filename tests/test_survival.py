@@ -147,7 +147,8 @@ def test_a_signal_stops_at_the_last_checkpoint_and_resume_finishes_the_run(folde
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A real 150 KB tmpfs (room for the checkpoint, not for the model) where the tests may mount one (root); otherwise None (the write is made to fail)."""
+    """A real 150 KB tmpfs (room for the checkpoint, not for the model) where the tests may mount one (as
+    root); otherwise None, and the write is made to fail."""
     mount = tmp_path / "disk"
     mount.mkdir()
     if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=150k", "tmpfs", str(mount)],
