@@ -23,8 +23,8 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check deap_llmmerge tests experiments benchmarks
 
 bench: $(VENV)/.installed
-	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_evaluation.py
-	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_scoop.py
+	$(PY) -m pip install -q -e ".[experiments]"
+	OMP_NUM_THREADS=1 $(PY) benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) .cache runs

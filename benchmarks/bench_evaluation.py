@@ -69,22 +69,23 @@ def main() -> None:
         for start in range(0, len(device_ids), batch_size):
             bare_model(input_ids=device_ids[start:start + batch_size])
 
-    print(f"model: Llama, {args.layers} layers, hidden {args.hidden}, "
-          f"{sum(p.numel() for p in bare_model.parameters()) / 1e6:.1f} M parameters; "
-          f"data {args.sequences} x {args.length} tokens, batch {batch_size}, device {args.device}")
+    params = sum(p.numel() for p in bare_model.parameters()) / 1e6
     bare_time = timed(bare, args.repeats)
-    print(f"bare forward pass:                  {bare_time * 1000:8.1f} ms   (baseline 1.00)")
+    print(f"### One individual against a bare forward pass ({args.layers}-layer Llama, {params:.1f} M parameters, "
+          f"{args.sequences} x {args.length} tokens, labels on half the positions, device {args.device})\n")
+    print("Scoring = decode + in-place merge + forward pass + metrics (logits only at labeled positions); the "
+          "bare pass computes every logit of an already-built model.\n")
+    print(f"| scoring | ms | / bare pass ({bare_time * 1000:.0f} ms) |")
+    print("|---|---|---|")
     for family in ("choice", "blend"):
         toolbox = make_toolbox(sources, (input_ids, labels), family, device=args.device, batch_size=batch_size)
-        n_parts = len(toolbox.evaluate.func.pool.part_names)
         pure = [toolbox.pure(source=k) for k in (0, 1)]
         worst = timed(in_turn(toolbox, pure), args.repeats)
-        print(f"{family:6} evaluation, all parts change: {worst * 1000:8.1f} ms   ratio {worst / bare_time:.3f}")
+        print(f"| {family}, every part changes between candidates | {worst * 1000:.0f} | {worst / bare_time:.3f} |")
         random.seed(0)
         genomes = [toolbox.individual() for _ in range(args.repeats + 1)]
         typical = timed(in_turn(toolbox, genomes), args.repeats)
-        print(f"{family:6} evaluation, random genomes:   {typical * 1000:8.1f} ms   ratio {typical / bare_time:.3f}"
-              f"   ({n_parts} parts)")
+        print(f"| {family}, random genomes | {typical * 1000:.0f} | {typical / bare_time:.3f} |")
 
 
 if __name__ == "__main__":

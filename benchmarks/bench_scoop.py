@@ -57,11 +57,14 @@ def main() -> None:
         distributed = timed_run(config, Path(folder) / "scoop", "--workers", str(args.workers))
         recipes = [json.loads((Path(folder) / name / "recipe.json").read_text()) for name in ("serial", "scoop")]
     same = recipes[0]["halloffame"] == recipes[1]["halloffame"]
-    print(f"evaluations: {recipes[0]['run']['evaluations']} (population 16, 8-layer Llama, 64 x 128 tokens)")
-    print(f"serial run:            {serial:6.1f} s")
-    print(f"SCOOP, {args.workers} workers:       {distributed:6.1f} s   speed-up {serial / distributed:.2f}x"
-          f"   ({recipes[1]['run']['processes']} processes scored)")
-    print(f"same hall of fame: {same}")
+    print(f"### SCOOP workers against one process ({recipes[0]['run']['evaluations']} evaluations: population 16, "
+          "4 generations, 8-layer Llama, 64 x 128 tokens, SCOOP start-up included)\n")
+    print("| run | s | speed-up |")
+    print("|---|---|---|")
+    print(f"| serial | {serial:.1f} | 1.00 |")
+    print(f"| SCOOP, {args.workers} workers ({recipes[1]['run']['processes']} processes scored) | {distributed:.1f} "
+          f"| {serial / distributed:.2f}x |")
+    print(f"\nSame hall of fame: {same}.")
 
 
 if __name__ == "__main__":

@@ -115,7 +115,7 @@ def write_report(setup: dict, runs: dict[str, Path], held_out: dict, score: Call
         recipe = json.loads((run / "recipe.json").read_text())
         for name, member in _members(recipe).items():
             fitness = recipe["fitness"] if member is None else recipe["front"][member]["fitness"]
-            folder = _export(run, member, models / f"{run.name}-{name.replace(' ', '-')}")
+            folder = _export(run, member, models / f"{run.name}-{'best' if member is None else member}")
             rows[f"{label}: {name}"] = {"folder": folder, "kind": "evolved", "fitness": fitness,
                                         "evaluations": recipe["run"]["evaluations"],
                                         "seconds": float((run / "wall_seconds.txt").read_text())
@@ -127,14 +127,14 @@ def write_report(setup: dict, runs: dict[str, Path], held_out: dict, score: Call
                              .read_text())
     (fake_run / "recipe.json").write_text(json.dumps({**ties_recipe, **record, "plan": record["front"][0]["plan"]}))
     for name, member in _members(record).items():
-        folder = _export(fake_run, member, models / f"random-{name.replace(' ', '-')}")
+        folder = _export(fake_run, member, models / f"random-{member}")
         rows[f"{RANDOM_SEARCH}: {name}"] = {"folder": folder, "kind": "random",
                                             "fitness": record["front"][member]["fitness"],
                                             "evaluations": record["run"]["evaluations"],
                                             "seconds": record["wall_seconds"]}
     cache = setup["work"] / "held-out.json"
     scores = json.loads(cache.read_text()) if cache.exists() else {}
-    todo = [str(row["folder"]) for row in rows.values() if str(row["folder"]) not in scores]
+    todo = list(dict.fromkeys(str(row["folder"]) for row in rows.values() if str(row["folder"]) not in scores))
     if todo:
         context = multiprocessing.get_context("spawn")
         with context.Pool(2) as pool:

@@ -1,0 +1,71 @@
+"""``make bench``: run every benchmark (each in its own process, one torch thread) and write
+benchmarks/RESULTS.md: every figure a ratio against a baseline timed in the same run, with the command
+and the machine.
+
+    .venv/bin/python benchmarks/run_all.py [--skip smollm2 ...] [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+BENCHMARKS = {
+    "evaluation": "bench_evaluation.py",
+    "population": "bench_population.py",
+    "merge_methods": "bench_merge_methods.py",
+    "scoop": "bench_scoop.py",
+    "smollm2": "bench_smollm2.py",
+}
+DEVICE_AWARE = ("evaluation", "population")
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return f"{cpu}, {os.cpu_count()} cores{gpu}; Python {platform.python_version()}, torch {torch.__version__}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip", nargs="*", default=[], choices=list(BENCHMARKS))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
+    args = parser.parse_args()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    sections = []
+    for name, script in BENCHMARKS.items():
+        if name in args.skip:
+            continue
+        command = [sys.executable, str(HERE / script)]
+        if name in DEVICE_AWARE and args.device != "cpu":
+            command += ["--device", args.device]
+        started = time.time()
+        done = subprocess.run(command, capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            tail = done.stderr.strip().splitlines()[-1:] or ["(no output)"]
+            sections.append(f"### {name}\n\nfailed: {tail[0]}")
+        else:
+            sections.append(done.stdout.strip() + f"\n\n(`{' '.join(['python', 'benchmarks/' + script])}`, "
+                                                   f"{time.time() - started:.0f} s)")
+        print(sections[-1] + "\n", flush=True)
+    header = (f"# Speed\n\nWritten by `make bench` on {time.strftime('%Y-%m-%d')}: {machine()}. One torch thread per "
+              "process; every figure is a ratio against a baseline timed in the same run.\n")
+    args.output.write_text(header + "\n" + "\n\n".join(sections) + "\n")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
