@@ -16,6 +16,7 @@ import json
 import random
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -66,14 +67,18 @@ def measure(models: list[str], arc: Path, scoop: bool) -> dict[str, float]:
 def main() -> None:
     torch.set_num_threads(1)
     if "--child" in sys.argv:
-        models, arc = json.loads(sys.argv[sys.argv.index("--child") + 1])
-        print(json.dumps(measure(models, Path(arc), scoop=True)))
+        models, arc, out = json.loads(sys.argv[sys.argv.index("--child") + 1])
+        Path(out).write_text(json.dumps(measure(models, Path(arc), scoop=True)))
         return
     models, arc = inputs()
     one = measure(models, arc, scoop=False)
-    done = subprocess.run([sys.executable, "-m", "scoop", "--quiet", "-n", "2", __file__, "--child",
-                           json.dumps([models, str(arc)])], capture_output=True, text=True, check=True)
-    two = json.loads(done.stdout.strip().splitlines()[-1])
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "two.json"
+        done = subprocess.run([sys.executable, "-m", "scoop", "--quiet", "-n", "2", __file__, "--child",
+                               json.dumps([models, str(arc), str(out)])], capture_output=True, text=True)
+        if not out.exists():
+            raise RuntimeError(f"the SCOOP measurement failed: {done.stderr.strip().splitlines()[-1:]}")
+        two = json.loads(out.read_text())
     print("### SmolLM2-135M: individuals scored per minute (64 ARC-Easy items, 1 CPU thread per process)\n")
     print("| scoring | 1 process | 2 SCOOP workers |")
     print("|---|---|---|")

@@ -28,6 +28,24 @@ BENCHMARKS = {
 DEVICE_AWARE = ("evaluation", "population")
 
 
+MARK = "<!-- bench: {} -->"
+
+
+def previous_sections(path: Path) -> dict[str, str]:
+    """The sections of an existing RESULTS.md, by benchmark name."""
+    if not path.exists():
+        return {}
+    sections, name = {}, None
+    for line in path.read_text().splitlines():
+        found = [key for key in BENCHMARKS if line.strip() == MARK.format(key)]
+        if found:
+            name = found[0]
+            sections[name] = []
+        elif name is not None:
+            sections[name].append(line)
+    return {key: "\n".join(lines).strip() for key, lines in sections.items()}
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     try:
@@ -40,14 +58,15 @@ def machine() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--skip", nargs="*", default=[], choices=list(BENCHMARKS))
+    parser.add_argument("--only", nargs="*", choices=list(BENCHMARKS),
+                        help="run these and keep the other sections of an existing RESULTS.md")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    sections = []
+    sections = previous_sections(args.output)
     for name, script in BENCHMARKS.items():
-        if name in args.skip:
+        if args.only and name not in args.only:
             continue
         command = [sys.executable, str(HERE / script)]
         if name in DEVICE_AWARE and args.device != "cpu":
@@ -56,14 +75,15 @@ def main() -> None:
         done = subprocess.run(command, capture_output=True, text=True, env=env)
         if done.returncode != 0:
             tail = done.stderr.strip().splitlines()[-1:] or ["(no output)"]
-            sections.append(f"### {name}\n\nfailed: {tail[0]}")
+            sections[name] = f"### {name}\n\nfailed: {tail[0]}"
         else:
-            sections.append(done.stdout.strip() + f"\n\n(`{' '.join(['python', 'benchmarks/' + script])}`, "
-                                                   f"{time.time() - started:.0f} s)")
-        print(sections[-1] + "\n", flush=True)
-    header = (f"# Speed\n\nWritten by `make bench` on {time.strftime('%Y-%m-%d')}: {machine()}. One torch thread per "
-              "process; every figure is a ratio against a baseline timed in the same run.\n")
-    args.output.write_text(header + "\n" + "\n\n".join(sections) + "\n")
+            took, day = time.time() - started, time.strftime("%F")
+            sections[name] = f"{done.stdout.strip()}\n\n(`python benchmarks/{script}`, {took:.0f} s, {day})"
+        print(sections[name] + "\n", flush=True)
+    header = (f"# Speed\n\nWritten by `make bench` ({machine()}). One torch thread per process; every figure is a "
+              "ratio against a baseline timed in the same run.\n")
+    body = "\n\n".join(f"{MARK.format(name)}\n{sections[name]}" for name in BENCHMARKS if name in sections)
+    args.output.write_text(header + "\n" + body + "\n")
     print(f"wrote {args.output}")
 
 

@@ -8,6 +8,7 @@ leaves either the previous checkpoint or the new one, never half of one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -22,7 +23,7 @@ from .ga import LLMMergeGA
 from .output import atomic_write_text
 
 __all__ = ["CHECKPOINT_NAME", "CheckpointError", "ga_state", "restore_ga", "save_checkpoint", "load_checkpoint",
-           "check_resumable", "json_values", "from_json_values"]
+           "check_resumable", "json_values", "from_json_values", "layout"]
 
 CHECKPOINT_NAME = "checkpoint.json"
 FORMAT = 2
@@ -125,8 +126,18 @@ def restore_ga(ga: LLMMergeGA, state: dict) -> None:
     _set_rng_state(state["rng"])
 
 
+def layout(ga: LLMMergeGA) -> dict:
+    """What a reader of the checkpoint needs to decode its genomes without loading the models: the genome
+    space, the family, the sources' names and the objectives."""
+    space = dataclasses.asdict(ga.evaluator.space)
+    return {"family": ga.evaluator.family.name, "space": space, "sources": [s.name for s in ga.pool.sources],
+            "objectives": list(ga.objectives), "weights": list(ga.evaluator.weights),
+            "max_generations": ga.max_generations, "selection": ga.selection}
+
+
 def save_checkpoint(path: Path, ga: LLMMergeGA, config: dict, input_hashes: dict[str, str | None]) -> None:
-    content = {"format": FORMAT, "config": config, "input_hashes": input_hashes, "state": ga_state(ga)}
+    content = {"format": FORMAT, "config": config, "input_hashes": input_hashes, "layout": layout(ga),
+               "state": ga_state(ga)}
     atomic_write_text(path, json.dumps(content, allow_nan=False))
 
 

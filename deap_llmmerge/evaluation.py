@@ -46,6 +46,7 @@ _LOCAL: dict[str, tuple[SourcePool, dict[str, BenchmarkData]]] = {}  # in the pr
 _STATES: OrderedDict[str, _State] = OrderedDict()
 _POOLS: dict[tuple, SourcePool] = {}
 _DATA: dict[str, BenchmarkData] = {}
+_SHARED: set[str] = set()  # SCOOP constants this process has set
 _TOKENS = itertools.count()
 _KEEP_STATES = 2
 DATA_LOADS = {"count": 0}  # benchmark transfers received by this process (a worker should see one per run)
@@ -148,10 +149,12 @@ class Evaluator:
                     os.replace(partial, path)
                 ref = _DataRef(ref.digest, str(path))
             if use_scoop and ref.scoop_key is None and _scoop_running():
-                from scoop import shared
-
                 key = f"deap_llmmerge_data_{ref.digest}"
-                shared.setConst(**{key: data.to_dict()})
+                if key not in _SHARED:  # a SCOOP constant is set once per run, whatever evaluator sets it
+                    from scoop import shared
+
+                    shared.setConst(**{key: data.to_dict()})
+                    _SHARED.add(key)
                 ref = _DataRef(ref.digest, ref.path, key)
             self.data_refs[name] = ref
         if self.in_memory:

@@ -45,6 +45,8 @@ class RunLock:
         self._created = False
 
     def acquire(self) -> RunLock:
+        if self.folder.exists() and not self.folder.is_dir():
+            raise LLMMergeError(f"output path {self.folder} exists and is not a directory")
         self._created = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.folder, os.O_RDONLY)

@@ -139,8 +139,21 @@ def _settings(config: RunConfig) -> dict:
     return content
 
 
+TIED_NOTE = "the final norm only: the output projection is the embedding matrix (tied), built by 'embed'"
+
+
+def _plan_dict(ga: LLMMergeGA, individual: list) -> dict:
+    """The recipe's form of a plan; with tied embeddings the head entry says what it covers."""
+    plan = ga.evaluator.decode(individual).to_dict()
+    model = ga.pool.reference_model
+    head = model.get_output_embeddings()
+    if "head" in plan and head is not None and head.weight is model.get_input_embeddings().weight:
+        plan["head"]["note"] = TIED_NOTE
+    return plan
+
+
 def _member(ga: LLMMergeGA, individual: list) -> dict:
-    return {"genome": list(individual), "plan": ga.evaluator.decode(individual).to_dict(),
+    return {"genome": list(individual), "plan": _plan_dict(ga, individual),
             "fitness": json_values(individual.fitness.values)}
 
 
@@ -150,7 +163,7 @@ def _recipe(config: RunConfig, ga: LLMMergeGA, best: list, held_out: dict | None
     recipe = {
         "genome": list(best),
         "genome_family": config.genome,
-        "plan": ga.evaluator.decode(best).to_dict(),
+        "plan": _plan_dict(ga, best),
         "sources": [{"path": str(entry.path.absolute()), "name": source.name, "sha256": hashes[f"source model {i}"]}
                     for i, (entry, source) in enumerate(zip(config.models, entries))],
         "base": None if config.base is None else {"path": str(config.base.absolute()), "sha256": hashes["base model"],

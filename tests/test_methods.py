@@ -236,3 +236,17 @@ def test_a_linear_merge_with_weights_summing_to_zero_is_an_invalid_genome():
                     max_generations=0, genome="methods", method="linear")
     n = len(ga.pool.part_names)
     assert ga.toolbox.evaluate([0.0, 0.0] * n) == (float("-inf"), float("inf"))
+
+
+@pytest.mark.parametrize("k", [1, 1000, 150_000, 299_999])
+def test_the_bracketed_top_k_selects_exactly_the_k_largest(k):
+    from deap_llmmerge.methods.inputs import sorted_sample, top_mask
+
+    generator = torch.Generator().manual_seed(k)
+    values = torch.randn(300_000, generator=generator).abs()
+    values[::7] = 0.5  # many equal values, one of them maybe at the threshold
+    order = torch.argsort(values, descending=True, stable=True)
+    want = torch.zeros(len(values), dtype=torch.bool)
+    want[order[:k]] = True
+    assert torch.equal(top_mask(values, k, sorted_sample(values)), want)
+    assert torch.equal(top_mask(values, k), want)

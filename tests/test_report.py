@@ -27,10 +27,11 @@ def test_report_draws_the_plots_of_a_finished_run(tmp_path, saved_llamas, genome
         assert path.read_bytes()[:8] == PNG and path.stat().st_size > 5000, name
 
 
-def test_report_of_an_unfinished_run_is_a_one_line_error(tmp_path):
+def test_report_of_a_folder_without_a_run_is_a_one_line_error(tmp_path):
     result = cli("report", tmp_path)
     assert result.returncode == 1
-    assert result.stderr.strip() == f"deap-llmmerge: error: {tmp_path} holds no finished run (recipe.json is missing)"
+    assert result.stderr.strip() == (f"deap-llmmerge: error: {tmp_path} holds no run to report on "
+                                     "(no recipe.json or checkpoint.json)")
 
 
 def test_pareto_front_keeps_only_undominated_points():

@@ -129,6 +129,8 @@ def test_easimple_with_futures_map_under_scoop_matches_the_serial_run(tmp_path):
     serial = json.loads((tmp_path / "serial.json").read_text())
     assert distributed["halloffame"] == serial["halloffame"]
     assert len(distributed["processes"]) == 2 and distributed["task_bytes"] < 2**20
+    fitness = [values for _, values in serial["halloffame"]]
+    assert distributed["rescored"] == serial["rescored"] == [fitness, fitness]
 
 
 def test_tools_compose(tmp_path):

@@ -12,7 +12,50 @@ from collections.abc import Callable, Hashable, Sequence
 
 import torch
 
-__all__ = ["MergeInputs", "DerivedCache"]
+__all__ = ["MergeInputs", "DerivedCache", "top_mask"]
+
+SAMPLE = 1 << 16
+
+
+def sorted_sample(values: torch.Tensor) -> torch.Tensor:
+    """A fixed random sample of the 1-d ``values``, sorted: it brackets any quantile of them."""
+    generator = torch.Generator(device=values.device).manual_seed(0)
+    picks = torch.randint(values.numel(), (min(SAMPLE, values.numel()),), generator=generator, device=values.device)
+    return values[picks].sort().values
+
+
+def _bracketed(values: torch.Tensor, k: int, sample: torch.Tensor) -> torch.Tensor | None:
+    """The k-th largest of ``values``, found among the values that ``sample`` says lie near it (a few
+    comparisons per value instead of a selection over all of them), or None when the bracket misses."""
+    n, size = values.numel(), sample.numel()
+    share = 1 - k / n
+    margin = 6 * (share * (1 - share) / size) ** 0.5 + 2 / size
+    low = sample[max(0, int((share - margin) * size))]
+    high = sample[min(size - 1, int((share + margin) * size) + 1)]
+    above = int((values > high).sum())
+    need = k - above
+    if need <= 0:
+        return None
+    band = values[(values >= low) & (values <= high)]
+    return torch.kthvalue(band, band.numel() - need + 1).values if need <= band.numel() else None
+
+
+def top_mask(values: torch.Tensor, k: int, sample: torch.Tensor | None = None) -> torch.Tensor:
+    """Bool mask of the ``k`` largest of the 1-d ``values`` (equal values: the lowest indices first), in
+    linear time: a selection of the threshold, not a sort (within a bracket from ``sample``, when given)."""
+    n = values.numel()
+    if k <= 0:
+        return torch.zeros(n, dtype=torch.bool, device=values.device)
+    if k >= n:
+        return torch.ones(n, dtype=torch.bool, device=values.device)
+    threshold = _bracketed(values, k, sample) if sample is not None and n > 4 * sample.numel() else None
+    if threshold is None:
+        threshold = torch.kthvalue(values, n - k + 1).values
+    mask = values > threshold
+    missing = k - int(mask.sum())
+    if missing > 0:
+        mask[(values == threshold).nonzero().flatten()[:missing]] = True
+    return mask
 
 
 class DerivedCache:
@@ -67,16 +110,11 @@ class MergeInputs:
         """Source i's task vector, source - base, in float32 (never modify it: it may be cached)."""
         return self._cached(i, "delta", lambda: self.source(i) - self.base())
 
-    def descending_rank(self, i: int) -> torch.Tensor:
-        """Per entry of the flattened task vector, its rank by magnitude (0 = largest), int32; ties by position."""
-        def make() -> torch.Tensor:
-            magnitude = self.delta(i).abs().reshape(-1)
-            order = torch.argsort(magnitude, descending=True, stable=True)
-            rank = torch.empty_like(order, dtype=torch.int32)
-            rank[order] = torch.arange(len(order), dtype=torch.int32, device=order.device)
-            return rank
-
-        return self._cached(i, "descending_rank", make)
+    def largest(self, i: int, k: int) -> torch.Tensor:
+        """Bool mask of the ``k`` entries of task vector i with the largest magnitude (ties: lowest index)."""
+        magnitude = self._cached(i, "magnitude", lambda: self.delta(i).abs().reshape(-1))
+        sample = self._cached(i, "magnitude sample", lambda: sorted_sample(magnitude))
+        return top_mask(magnitude, k, sample).view_as(self.delta(i))
 
     def row_rank(self, i: int) -> torch.Tensor:
         """Per entry, its rank by magnitude within its row (0 = smallest; a 1-d tensor is one row), int32."""

@@ -42,8 +42,21 @@ def magnitude(inputs: MergeInputs, i: int, density: float, rescale: bool = False
     if density <= 0 or delta.numel() == 0:
         return torch.zeros_like(delta)
     k = max(1, int(density * delta.numel()))
-    kept = delta * (inputs.descending_rank(i) < k).view_as(delta)
+    kept = delta * inputs.largest(i, k)
     return _rescaled(delta, kept, rescale)
+
+
+def uniform_draws(shape: torch.Size, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """One uniform 16-bit draw per entry (int16, -32768..32767), four to a 64-bit random word: a keep
+    probability p is ``draws < below(p)``, exact to 1/65536."""
+    count = max(1, shape.numel())
+    words = torch.empty((count + 3) // 4, dtype=torch.int64, device=device).random_(-2**63, None, generator=generator)
+    return words.view(torch.int16)[:count].view(shape)
+
+
+def below(probability: float | torch.Tensor) -> float | torch.Tensor:
+    """The int16 threshold under which a uniform draw of :func:`uniform_draws` falls with ``probability``."""
+    return probability * 65536 - 32768
 
 
 def random_keep(inputs: MergeInputs, i: int, density: float, rescale: bool = True,
@@ -52,7 +65,7 @@ def random_keep(inputs: MergeInputs, i: int, density: float, rescale: bool = Tru
     delta = inputs.delta(i)
     if density >= 1:
         return delta
-    keep = torch.rand(delta.shape, generator=generator, device=delta.device) < density
+    keep = uniform_draws(delta.shape, generator, delta.device) < below(density)
     return _rescaled(delta, delta * keep, rescale)
 
 
@@ -64,10 +77,9 @@ def outliers(inputs: MergeInputs, i: int, density: float, gamma: float = 0.01, r
         return delta
     n = delta.numel()
     keep, top = int(density * n), int(gamma * n)
-    bottom = max(0, n - keep - top)
-    ascending = (n - 1) - inputs.descending_rank(i)
-    mask = (ascending >= bottom) & (ascending < bottom + keep)
-    return _rescaled(delta, delta * mask.view_as(delta), rescale)
+    top = min(top, n - keep)  # fewer outliers dropped where the density leaves no room for them
+    mask = inputs.largest(i, keep + top) & ~inputs.largest(i, top)
+    return _rescaled(delta, delta * mask, rescale)
 
 
 def magprune(inputs: MergeInputs, i: int, density: float, epsilon: float = 0.15, rescale: bool = True,
@@ -83,7 +95,7 @@ def magprune(inputs: MergeInputs, i: int, density: float, epsilon: float = 0.15,
     rank = inputs.row_rank(i)
     span = max(rank.shape[1] - 1, 1)
     probability = rank.to(torch.float32).mul_(2 * epsilon / span).add_(density - epsilon)
-    keep = torch.rand(rank.shape, generator=generator, device=delta.device) < probability
+    keep = uniform_draws(rank.shape, generator, delta.device) < below(probability)
     return _rescaled(delta, delta * keep.view_as(delta), rescale)
 
 

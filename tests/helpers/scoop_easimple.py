@@ -14,7 +14,7 @@ import torch
 from deap import algorithms, tools
 from scoop import futures
 
-from deap_llmmerge import load_benchmark, make_toolbox
+from deap_llmmerge import load_benchmark, make_toolbox, scoop_map
 
 torch.set_num_threads(1)
 
@@ -43,6 +43,13 @@ if __name__ == "__main__":
     hall = tools.HallOfFame(3)
     algorithms.eaSimple(population, toolbox, cxpb=0.8, mutpb=0.5, ngen=3, halloffame=hall, verbose=False)
     processes = worker_processes(toolbox)
+    # two toolboxes of one benchmark in one SCOOP run share its constant (set once)
+    again = [list(ind) for ind in hall]
+    scored = []
+    for _ in range(2):
+        other = make_toolbox([model_a, model_b], load_benchmark(bench), "choice",
+                             base_map=scoop_map if "--serial" not in sys.argv else map)
+        scored.append([list(values) for values in other.map(other.evaluate, again)])
     with open(out, "w") as handle:
-        json.dump({"halloffame": [[list(ind), list(ind.fitness.values)] for ind in hall],
+        json.dump({"halloffame": [[list(ind), list(ind.fitness.values)] for ind in hall], "rescored": scored,
                    "processes": processes, "task_bytes": len(pickle.dumps(toolbox.evaluate))}, handle)

@@ -1,0 +1,46 @@
+"""The SmolLM2 study never scores the search on held-out items, nor trains the QA expert on either."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+sys.path.insert(0, str(EXPERIMENTS))
+
+from smollm2_data import CACHE, SPLITS, split, splits  # noqa: E402
+from smollm2_study import BUDGET  # noqa: E402
+
+
+@pytest.mark.parametrize("mode", list(SPLITS))
+def test_split_parts_are_disjoint_and_stable(mode):
+    sizes = SPLITS[mode]
+    items = [f"item-{i}" for i in range(sum(sizes.values()) + 17)]
+    parts = split(items, sizes)
+    assert {name: len(part) for name, part in parts.items()} == sizes
+    seen = [item for part in parts.values() for item in part]
+    assert len(seen) == len(set(seen))
+    assert split(items, sizes) == parts  # the same split on every run (the expert cache relies on it)
+
+
+@pytest.mark.parametrize("mode", list(BUDGET))
+def test_the_budget_takes_items_from_inside_its_split(mode):
+    assert BUDGET[mode]["fitness_items"] <= SPLITS[mode]["fitness"]
+    assert BUDGET[mode]["held_out_items"] <= SPLITS[mode]["held_out"]
+
+
+def test_asking_for_more_items_than_exist_is_refused():
+    with pytest.raises(ValueError, match="5 items asked for, 4 available"):
+        split([1, 2, 3, 4], {"fitness": 2, "held_out": 3})
+
+
+@pytest.mark.skipif(not (CACHE / "downloads").is_dir(), reason="the study's downloads are not cached here")
+def test_real_items_do_not_repeat_across_parts():
+    """On the real tasks, no question text (context and choices) is in two parts, even as a duplicate row."""
+    for task, parts in splits(CACHE / "downloads", "full").items():
+        keys = {name: {json.dumps([row["context"], row["choices"]]) for row in rows} for name, rows in parts.items()}
+        assert not keys["fitness"] & keys["held_out"], task
+        assert not keys["train"] & (keys["fitness"] | keys["held_out"]), task
