@@ -39,6 +39,7 @@ def main() -> int:
     sources = [models["letters-expert"], models["digits-expert"]]
     fitness = mixed_benchmark(100, seed=10)
     held_out = BenchmarkData(**mixed_benchmark(250, seed=20))
+    held_acc = {}
     lines = ["| genome | evaluations | wall (s) | depth | fitness acc | fitness loss | held-out acc | held-out loss |",
              "|---|---|---|---|---|---|---|---|"]
     for label, settings in FAMILIES.items():
@@ -48,15 +49,23 @@ def main() -> int:
         best = ga.run()
         model = ga.merge_layers(best)
         held = benchmark_metrics(model, held_out, 128)
+        held_acc[label] = held["accuracy"]
         lines.append(f"| {label} | {ga.cached_map.evaluations} | {time.time() - started:.0f} | "
                      f"{model.config.num_hidden_layers} | {best.fitness.values[0]:.3f} | {best.fitness.values[1]:.3f} "
                      f"| {held['accuracy']:.3f} | {held['loss']:.3f} |")
         print(lines[-1], flush=True)
+    stack = held_acc.pop("stack (depth 4-9)")
+    best = max(held_acc, key=held_acc.get)
+    verdict = (f"Searching depth {'helped' if stack > held_acc[best] else 'did not help'} here: the stack's "
+               f"held-out accuracy is {stack:.3f}, against {held_acc['choice']:.3f} for layer choice and "
+               f"{held_acc[best]:.3f} for the best fixed-depth family ({best}).")
+    print(verdict)
     out = ROOT / "experiments" / "results" / "demo-genomes"
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(
         "# Every genome family on the demo's experts\n\n" + __doc__.split("\n\n")[1] + "\n\nCommand: "
-        f"`python experiments/demo_genomes.py`; GA settings {GA_SETTINGS}.\n\n" + "\n".join(lines) + "\n")
+        f"`python experiments/demo_genomes.py`; GA settings {GA_SETTINGS}.\n\n" + "\n".join(lines)
+        + "\n\n" + verdict + "\n")
     print(f"wrote {out / 'results.md'}")
     return 0
 

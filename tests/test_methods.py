@@ -238,7 +238,7 @@ def test_a_linear_merge_with_weights_summing_to_zero_is_an_invalid_genome():
     assert ga.toolbox.evaluate([0.0, 0.0] * n) == (float("-inf"), float("inf"))
 
 
-@pytest.mark.parametrize("k", [1, 1000, 150_000, 299_999])
+@pytest.mark.parametrize("k", [1, 1000, 150_000, 160_000, 299_999])
 def test_the_bracketed_top_k_selects_exactly_the_k_largest(k):
     from deap_llmmerge.methods.inputs import sorted_sample, top_mask
 

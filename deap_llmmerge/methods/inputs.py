@@ -51,10 +51,11 @@ def top_mask(values: torch.Tensor, k: int, sample: torch.Tensor | None = None) -
     threshold = _bracketed(values, k, sample) if sample is not None and n > 4 * sample.numel() else None
     if threshold is None:
         threshold = torch.kthvalue(values, n - k + 1).values
-    mask = values > threshold
-    missing = k - int(mask.sum())
-    if missing > 0:
-        mask[(values == threshold).nonzero().flatten()[:missing]] = True
+    mask = values >= threshold
+    extra = int(mask.sum()) - k
+    if extra > 0:  # entries equal to the threshold beyond k: the highest indices leave
+        ties = (values == threshold).nonzero().flatten()
+        mask[ties[ties.numel() - extra:]] = False
     return mask
 
 
