@@ -17,7 +17,9 @@ RANDOM_SEARCH = "random search (ties genome)"
 
 def _load(folder: Path):
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging
 
+    logging.disable_progress_bar()
     return AutoModelForCausalLM.from_pretrained(folder).eval()
 
 
