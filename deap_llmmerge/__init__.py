@@ -6,10 +6,12 @@ registries of genome families and merge methods, where candidates are scored (:c
 :func:`scoop_map`), and the errors that name bad input.
 """
 
+import sys
+
 from .compat import is_compatible
 from .data import BenchmarkData, load_benchmark
 from .datafiles import build_benchmark
-from .distributed import PoolMap, scoop_map
+from .distributed import PoolMap, patient_scoop_resend, scoop_map
 from .errors import (
     BenchmarkDataError,
     ConfigError,
@@ -32,6 +34,9 @@ from .sources import SourcePool
 from .toolbox import individual_class, make_toolbox
 
 __version__ = "0.2.0"
+
+if "scoop" in sys.modules:  # under ``python -m scoop``, also for a script that maps with futures.map itself
+    patient_scoop_resend()
 
 __all__ = [
     "LLMMergeGA",

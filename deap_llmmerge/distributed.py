@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -24,8 +25,8 @@ import torch
 
 from .errors import ConfigError, EvaluationError
 
-__all__ = ["BACKENDS", "make_map", "scoop_map", "scoop_entry_path", "launch_scoop", "init_worker", "PoolMap",
-           "LaunchInterrupted", "STATUS_ENV", "ROOT_PID_ENV", "LOCK_ENV", "PROGRESS_ENV"]
+__all__ = ["BACKENDS", "make_map", "scoop_map", "patient_scoop_resend", "scoop_entry_path", "launch_scoop",
+           "init_worker", "PoolMap", "LaunchInterrupted", "STATUS_ENV", "ROOT_PID_ENV", "LOCK_ENV", "PROGRESS_ENV"]
 
 STATUS_ENV = "DEAP_LLMMERGE_STATUS"  # where a launched run writes how it ended
 ROOT_PID_ENV = "DEAP_LLMMERGE_ROOT_PID"  # where a launched run writes the pid of its root process
@@ -44,11 +45,40 @@ def init_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+LOST_FUTURE_SECONDS = 300.0
+
+
+def patient_scoop_resend(seconds: float = LOST_FUTURE_SECONDS) -> None:
+    """Make SCOOP's root wait ``seconds`` before it re-sends a future it believes lost.
+
+    SCOOP 0.7's broker answers "not here" for every task a worker is running (it compares the pickled id
+    of the question with the unpickled ids of the workers' status reports), so a root that has waited 2 s
+    for a remote result sends that task again, computes it a second time itself and prints "Lost track of
+    future ... Resending it": with candidates that take seconds to score, every generation that ends on a
+    remote chunk pays for that chunk twice. After the patch a task is re-sent only when the root has heard
+    nothing for ``seconds``, so a worker that died is still replaced. Idempotent; a no-op without SCOOP."""
+    try:
+        from scoop._types import FutureQueue
+    except ImportError:
+        return
+    original = getattr(FutureQueue.askForPreviousFutures, "scoop_original", FutureQueue.askForPreviousFutures)
+
+    def ask_for_previous_futures(self) -> None:
+        if time.time() < self.lastStatus + seconds:
+            return
+        self.lastStatus = 0.0  # past SCOOP's own 2 s throttle, which sets it to now
+        original(self)
+
+    ask_for_previous_futures.scoop_original = original
+    FutureQueue.askForPreviousFutures = ask_for_previous_futures
+
+
 def scoop_map(func: Callable, tasks: Iterable) -> Iterator:
     """SCOOP's ``futures.map``: results in order, as they come (outside ``python -m scoop`` it runs
     serially with a warning)."""
     from scoop import futures
 
+    patient_scoop_resend()
     return futures.map(func, tasks)
 
 

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -113,3 +114,13 @@ def test_pool_map_pickles_without_its_processes():
 
     pool = PoolMap(2)
     assert pickle.loads(pickle.dumps(pool)).workers == 2
+
+
+def test_a_slow_scoop_worker_is_waited_for_not_duplicated():
+    """SCOOP's root, idle while a worker still runs a task, must not re-send and redo that task (SCOOP 0.7's
+    broker says every running task is lost after 2 s; see ``patient_scoop_resend``)."""
+    helper = Path(__file__).parent / "helpers" / "scoop_slow_worker.py"
+    done = subprocess.run([sys.executable, "-m", "scoop", "-n", "2", str(helper)], capture_output=True, text=True,
+                          timeout=120)
+    assert "Lost track" not in done.stderr, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "2", (done.stdout, done.stderr)  # both processes returned results
