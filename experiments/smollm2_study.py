@@ -6,8 +6,9 @@ QA task (ARC-Easy, ARC-Challenge, SciQ, PIQA, BoolQ; multiple choice, acc_norm) 
 Held out: other items of the same tasks (accuracy with a 95% interval) and *Macbeth* (loss with a 95%
 interval over windows). Searches: choice, blend and methods (ties, dare_ties) genomes with NSGA-II over
 (QA accuracy, Shakespeare loss), and the ties genome with tournament selection (QA accuracy first, loss
-breaking ties); ``--all`` adds tournament searches for the other three; baselines: the base, each expert, the uniform average, task arithmetic and TIES at mergekit's
-defaults, and random search over the ties genome with as many evaluations as a search. Every search runs
+breaking ties); ``--all`` adds tournament searches for the other three. Baselines: the base, each
+expert, the uniform average, task arithmetic and TIES at mergekit's defaults, and random search over the
+ties genome with as many evaluations as a search. Every search runs
 ``deap-llmmerge run --workers 2`` (SCOOP). Results: experiments/results/smollm2/ (or smollm2-quick/).
 
     .venv/bin/pip install -e '.[experiments]'
