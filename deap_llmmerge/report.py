@@ -74,16 +74,17 @@ def _pareto(plt, points: list[tuple], names: list[str], weights: list[float], pa
 
 def _step_weights(step: dict, n_sources: int) -> list[float]:
     """Each source's weight in one part of a plan (take: 1 for its source; slerp: 1 - t and t)."""
-    weights = [0.0] * n_sources
-    if step["method"] == "take" or step["method"] == "slerp":
+    if step["method"] == "take":
+        shares = [1.0]
+    elif step["method"] == "slerp":
         t = step.get("t", [0.0])[0]
-        for k, share in zip(step["sources"], [1.0] if step["method"] == "take" else [1 - t, t]):
-            if k < n_sources:
-                weights[k] = share
-        return weights
-    for k, weight in zip(step["sources"], step.get("weight", [1.0] * len(step["sources"]))):
+        shares = [1 - t, t]
+    else:
+        shares = step.get("weight", [1.0] * len(step["sources"]))
+    weights = [0.0] * n_sources
+    for k, share in zip(step["sources"], shares):
         if k < n_sources:
-            weights[k] = float(weight)
+            weights[k] = float(share)
     return weights
 
 

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 from transformers import (
     GemmaConfig,
     GemmaForCausalLM,
@@ -114,6 +115,16 @@ def saved_llamas(tmp_path_factory):
         tiny_model("llama", seed).save_pretrained(path)
         paths.append(path)
     return paths
+
+
+def write_run_config(folder, models, name: str = "config.yaml", **settings):
+    """In ``folder``: the tiny benchmark as bench.pt (once) and a run config over ``models`` scored on it,
+    with ``settings`` (``genome``, ``ga``, ...) as further keys; returns the config's path."""
+    if not (folder / "bench.pt").exists():
+        torch.save(tiny_benchmark(), folder / "bench.pt")
+    path = folder / name
+    path.write_text(yaml.safe_dump({"models": [str(p) for p in models], "benchmark": "bench.pt", **settings}))
+    return path
 
 
 def cli(*args) -> subprocess.CompletedProcess:

@@ -8,9 +8,8 @@ import sys
 import time
 
 import pytest
-import torch
 import yaml
-from conftest import cli, tiny_benchmark
+from conftest import cli, tiny_benchmark, write_run_config
 
 # The real command line, each generation slowed down so that the kill lands in the middle of the run.
 SLOW_CLI = """
@@ -32,12 +31,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory, saved_llamas):
-    folder = tmp_path_factory.mktemp("resume")
-    torch.save(tiny_benchmark(), folder / "bench.pt")
-    content = {"models": [str(p) for p in saved_llamas], "benchmark": "bench.pt", "genome": "blend",
-               "ga": {"population_size": 8, "max_generations": 8, "seed": 11}}
-    (folder / "config.yaml").write_text(yaml.safe_dump(content))
-    return folder / "config.yaml"
+    return write_run_config(tmp_path_factory.mktemp("resume"), saved_llamas, genome="blend",
+                            ga={"population_size": 8, "max_generations": 8, "seed": 11})
 
 
 def checkpoint_generation(folder):

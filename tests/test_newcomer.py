@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import cli, tiny_benchmark, tiny_model
+from conftest import cli, tiny_benchmark, tiny_model, write_run_config
 
 from deap_llmmerge import __version__
 from deap_llmmerge.report import source_weights
@@ -84,11 +84,9 @@ def test_every_argument_has_help():
 @pytest.fixture(scope="module")
 def blend_run(tmp_path_factory, saved_llamas):
     folder = tmp_path_factory.mktemp("blend")
-    torch.save(tiny_benchmark(), folder / "bench.pt")
-    config = {"models": [str(p) for p in saved_llamas], "benchmark": "bench.pt", "genome": "blend",
-              "ga": {"population_size": 6, "max_generations": 2, "seed": 0}}
-    (folder / "config.yaml").write_text(yaml.safe_dump(config))
-    assert cli("run", folder / "config.yaml", "--output", folder / "out").returncode == 0
+    config = write_run_config(folder, saved_llamas, genome="blend",
+                              ga={"population_size": 6, "max_generations": 2, "seed": 0})
+    assert cli("run", config, "--output", folder / "out").returncode == 0
     return folder
 
 

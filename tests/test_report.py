@@ -2,9 +2,7 @@
 
 
 import pytest
-import torch
-import yaml
-from conftest import cli, tiny_benchmark
+from conftest import cli, write_run_config
 
 from deap_llmmerge.report import pareto_front
 
@@ -15,11 +13,8 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 @pytest.mark.parametrize("genome", ["choice", "blend"])
 def test_report_draws_the_plots_of_a_finished_run(tmp_path, saved_llamas, genome):
-    torch.save(tiny_benchmark(), tmp_path / "bench.pt")
-    config = {"models": [str(p) for p in saved_llamas], "benchmark": "bench.pt", "genome": genome,
-              "ga": {"population_size": 6, "max_generations": 2}}
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    assert cli("run", tmp_path / "config.yaml", "--output", tmp_path / "out").returncode == 0
+    config = write_run_config(tmp_path, saved_llamas, genome=genome, ga={"population_size": 6, "max_generations": 2})
+    assert cli("run", config, "--output", tmp_path / "out").returncode == 0
     result = cli("report", tmp_path / "out")
     assert result.returncode == 0, result.stderr
     for name in ("objectives.png", "pareto.png", "sources.png"):

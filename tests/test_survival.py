@@ -10,9 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-import yaml
-from conftest import cli, tiny_benchmark
+from conftest import cli, write_run_config
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 # Imported at the start of every process of a run (the SCOOP root and workers too): slows each generation
@@ -41,11 +39,9 @@ def folder(tmp_path_factory, saved_llamas):
     folder = tmp_path_factory.mktemp("survival")
     (folder / "site").mkdir()
     (folder / "site" / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    torch.save(tiny_benchmark(), folder / "bench.pt")
     for seed in (1, 2):
-        content = {"models": [str(p) for p in saved_llamas], "benchmark": "bench.pt", "genome": "blend",
-                   "ga": {"population_size": 8, "max_generations": 6, "seed": seed}}
-        (folder / f"config{seed}.yaml").write_text(yaml.safe_dump(content))
+        write_run_config(folder, saved_llamas, f"config{seed}.yaml", genome="blend",
+                         ga={"population_size": 8, "max_generations": 6, "seed": seed})
     assert cli("run", folder / "config1.yaml", "--output", folder / "whole").returncode == 0
     return folder
 
