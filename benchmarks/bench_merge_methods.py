@@ -71,7 +71,7 @@ def plan_for(method: str, pool: SourcePool, shift: float = 0.0) -> MergePlan:
     params = tuple((name, tuple(v + shift for v in PARAMS[name])) for name in (*spec.per_source, *spec.per_part))
     if spec.random:
         params += (("seed", (0.0,)),)
-    base = 0 if spec.needs_base else None
+    base = pool.base_index if spec.needs_base else None  # the base model, given apart from the sources
     return MergePlan(tuple((part, PartMerge(method, sources, part, params, base)) for part in pool.part_names))
 
 
@@ -118,7 +118,8 @@ def main() -> None:
                                   env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
             theirs = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else {}
     print(f"### Merging once, per method ({params:.0f} M parameters, 1 CPU thread)\n")
-    print("Ours, cold: the first merge of a process (task vectors and magnitude ranks computed); warm: every "
+    print("Ours, cold: the first merge of a process (task vectors, magnitude buckets and della's row ranks "
+          "computed); warm: every "
           "later candidate of a search (other parameters, the same sources); whole job: map the sources, "
           "merge, save a checkpoint, as `run_merge` does. Ratios are mergekit's time over ours.\n")
     print("| method | ours cold (s) | ours warm (s) | ours whole job (s) | mergekit run_merge (s) | vs cold "

@@ -2,7 +2,7 @@
 benchmarks/RESULTS.md: every figure a ratio against a baseline timed in the same run, with the command
 and the machine.
 
-    .venv/bin/python benchmarks/run_all.py [--skip smollm2 ...] [--device cuda]
+    .venv/bin/python benchmarks/run_all.py [--only merge_methods ...] [--device cuda]
 """
 
 from __future__ import annotations

@@ -126,11 +126,13 @@ class MergeEngine:
                 continue
             base = None if step.base is None else self.pool.tensor(step.base, step.source_part, inner)
             keys = [(k, step.base, step.source_part, inner) for k in step.sources]
-            inputs = MergeInputs(tensors, base, self.pool.derived, keys)
+            inputs = MergeInputs(tensors, base, self.pool.derived, keys, out=target)
             generator = None
             if method.random:
                 generator = torch.Generator(device=tensors[0].device).manual_seed(step_seed(step, part, inner))
-            target.copy_(method.merge_inputs(inputs, params, generator, self.options.get(step.method)))
+            merged = method.merge_inputs(inputs, params, generator, self.options.get(step.method))
+            if merged is not target:
+                target.copy_(merged)
 
     def _follow_source_layer(self, skeleton: _Skeleton, output: int, source: int) -> None:
         """An output layer built from source layer ``source`` computes as that layer does: copy the plain

@@ -38,7 +38,7 @@ class SourcePool:
     ``tensors[k]`` maps parameter names to tensors for source ``k``; ``base_index`` is the base model's
     index into ``tensors``: one of the sources (the first by default), or ``num_sources`` when the base
     was given separately. ``derived`` caches what merges compute from the sources alone (task vectors,
-    magnitude ranks), within a quarter of the free memory.
+    magnitude buckets), within a quarter of the free memory.
     """
 
     def __init__(

@@ -86,10 +86,21 @@ def test_task_arithmetic_adds_weighted_task_vectors():
     torch.testing.assert_close(merge("task_arithmetic", [A, B], BASE, weight=[0.5, 1.5]), want)
 
 
-def test_ties_at_density_one_is_task_arithmetic_with_sign_election():
-    weights = [0.7, 0.4, 1.0]
+@pytest.mark.parametrize("weights", [[0.7, 0.4, 1.0], [0.7, -0.4, 1.0], [0.5, 0.0, 0.5]])
+def test_ties_at_density_one_is_task_arithmetic_with_sign_election(weights):
     want = BASE + elect([A - BASE, B - BASE, C - BASE], weights)
     torch.testing.assert_close(merge("ties", [A, B, C], BASE, weight=weights, density=[1.0] * 3), want)
+
+
+def test_sign_election_where_the_weighted_task_vectors_cancel_exactly():
+    """The sum is 0 where they cancel: the positive sign is elected (mergekit's rule), as written out."""
+    base = torch.zeros(4)
+    a, b = torch.tensor([1.0, -2.0, 0.5, 0.0]), torch.tensor([-1.0, 2.0, 0.5, 0.0])
+    want = elect([a, b], [0.5, 0.5])
+    assert torch.equal(want, torch.tensor([1.0, 2.0, 0.5, 0.0]))
+    torch.testing.assert_close(merge("ties", [a, b], base, weight=[0.5, 0.5], density=[1.0, 1.0]), want)
+    torch.testing.assert_close(merge("dare_ties", [a, b], base, weight=[0.5, 0.5], density=[1.0, 1.0]),
+                               torch.tensor([0.5, 1.0, 0.5, 0.0]))  # no normalizing: the agreeing sum
 
 
 def test_ties_keeps_the_largest_entries_of_each_task_vector():
@@ -239,14 +250,44 @@ def test_a_linear_merge_with_weights_summing_to_zero_is_an_invalid_genome():
 
 
 @pytest.mark.parametrize("k", [1, 1000, 150_000, 160_000, 299_999])
-def test_the_bracketed_top_k_selects_exactly_the_k_largest(k):
-    from deap_llmmerge.methods.inputs import sorted_sample, top_mask
+def test_top_k_by_magnitude_selects_exactly_the_k_largest(k):
+    from deap_llmmerge.methods.inputs import top_mask
 
     generator = torch.Generator().manual_seed(k)
-    values = torch.randn(300_000, generator=generator).abs()
-    values[::7] = 0.5  # many equal values, one of them maybe at the threshold
-    order = torch.argsort(values, descending=True, stable=True)
+    values = torch.randn(300_000, generator=generator)
+    values[::7] = 0.5  # many equal magnitudes, of both signs, one of them maybe at the threshold
+    values[::14] = -0.5
+    values[1::11] = 0.0
+    order = torch.argsort(values.abs(), descending=True, stable=True)
     want = torch.zeros(len(values), dtype=torch.bool)
     want[order[:k]] = True
-    assert torch.equal(top_mask(values, k, sorted_sample(values)), want)
     assert torch.equal(top_mask(values, k), want)
+    strided = torch.stack([values, values]).t()[:, 0]  # the same values, not contiguous in memory
+    assert torch.equal(top_mask(strided, k), want)
+
+
+def test_merges_through_the_engine_equal_plain_merges_candidate_after_candidate():
+    """Cached task vectors, magnitude buckets and reused work buffers never leak from one candidate (or
+    tensor) into the next: every tensor equals the same merge computed alone, with nothing cached."""
+    from deap_llmmerge.merge import step_seed
+
+    pool = SourcePool([tiny_model("llama", 1), tiny_model("llama", 2), tiny_model("llama", 3)])
+    engine = MergeEngine(pool, pool.new_skeleton())
+    for name, density in (("ties", 0.3), ("ties", 0.7), ("dare_ties", 0.5), ("della", 0.4), ("breadcrumbs", 0.6),
+                          ("task_arithmetic", 1.0), ("dare_linear", 0.2), ("ties", 0.3)):
+        spec = MERGE_METHODS[name]
+        params = (("weight", (0.7, -0.4)),)
+        if "density" in spec.per_source:
+            params += (("density", (density, density + 0.1)),)
+        params += tuple((key, (spec.defaults[key],) * 2) for key in spec.per_source if key not in ("weight", "density"))
+        if spec.random:
+            params += (("seed", (0.0,)),)
+        plan = MergePlan(tuple((part, PartMerge(name, (1, 2), part, params, 0)) for part in pool.part_names))
+        model = engine.apply(plan)
+        for part, step in plan.parts:
+            for inner, target in engine.skeletons[engine.reference_depth].targets[part]:
+                tensors = [pool.tensor(k, part, inner) for k in (1, 2)]
+                generator = torch.Generator().manual_seed(step_seed(step, part, inner)) if spec.random else None
+                want = spec.merge(tensors, pool.tensor(0, part, inner), step.kwargs, generator)
+                assert torch.equal(target, want), (name, part, inner)
+        assert model is engine.model

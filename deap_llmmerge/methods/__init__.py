@@ -1,9 +1,10 @@
 """The merge methods: one registered kernel each, with mergekit's parameter meanings.
 
 A kernel receives the :class:`MergeInputs` of one parameter tensor (each source's, the base model's, and
-what derives from them: task vectors and the magnitude ranks of their entries, computed once per process),
+what derives from them: task vectors and the magnitude buckets of their entries, computed once per process),
 the part's parameters and, for random methods, a seeded generator. It accumulates in float32 and returns a
-float32 tensor; the engine writes it in the skeleton's dtype.
+float32 tensor (the engine's own tensor when it offers one as ``inputs.out``, which saves a copy); the
+engine writes it in the skeleton's dtype.
 
 Per source, ``weight`` scales a source (``linear``) or its task vector (source - base); ``density`` is the
 share of a task vector's entries that survive sparsification; ``gamma`` (breadcrumbs) the share of the

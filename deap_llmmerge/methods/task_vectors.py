@@ -14,6 +14,7 @@ Random draws come from the generator the engine seeds per (run seed, part, tenso
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -21,29 +22,27 @@ import torch
 from . import register_merge_method
 from .inputs import MergeInputs
 
-Sparsify = Callable[..., torch.Tensor]
+Sparsify = Callable[..., "torch.Tensor | None"]  # which entries of a task vector survive: float 0/1, or all
 
 
-def _rescaled(delta: torch.Tensor, kept: torch.Tensor, rescale: bool, eps: float = 1e-7) -> torch.Tensor:
-    """``kept`` (a new tensor), scaled to the L1 norm of ``delta`` when ``rescale``."""
-    if not rescale:
-        return kept
-    before, after = delta.abs().sum(), kept.abs().sum()
-    if before < eps or after < eps:
-        return kept
-    return kept.mul_(before / after)
+def _draws_below(threshold: torch.Tensor | float, draws: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Float 0/1 in ``out``: 1 where the integer ``draws < threshold``, i.e. ceil(threshold - draw) clipped
+    to [0, 1] (float arithmetic: several times faster than a bool mask's conversion)."""
+    out.copy_(draws)
+    if isinstance(threshold, torch.Tensor):
+        return torch.sub(threshold, out, out=out).ceil_().clamp_(0, 1)
+    ceiling = torch.tensor(float(math.ceil(threshold)), device=out.device)  # ceil(t - d) = ceil(t) - d
+    return torch.sub(ceiling, out, out=out).clamp_(0, 1)
 
 
-def magnitude(inputs: MergeInputs, i: int, density: float, rescale: bool = False, **_: object) -> torch.Tensor:
+def magnitude(inputs: MergeInputs, i: int, density: float, out: torch.Tensor, **_: object) -> torch.Tensor | None:
     """Keep the ``density`` share of entries with the largest magnitude (at least one)."""
-    delta = inputs.delta(i)
+    n = inputs.delta(i).numel()
     if density >= 1:
-        return delta
-    if density <= 0 or delta.numel() == 0:
-        return torch.zeros_like(delta)
-    k = max(1, int(density * delta.numel()))
-    kept = delta * inputs.largest(i, k)
-    return _rescaled(delta, kept, rescale)
+        return None
+    if density <= 0 or n == 0:
+        return out.zero_()
+    return inputs.largest(i, max(1, int(density * n)), out=out)
 
 
 def uniform_draws(shape: torch.Size, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
@@ -59,76 +58,104 @@ def below(probability: float | torch.Tensor) -> float | torch.Tensor:
     return probability * 65536 - 32768
 
 
-def random_keep(inputs: MergeInputs, i: int, density: float, rescale: bool = True,
-                generator: torch.Generator | None = None, **_: object) -> torch.Tensor:
+def random_keep(inputs: MergeInputs, i: int, density: float, out: torch.Tensor,
+                generator: torch.Generator | None = None, **_: object) -> torch.Tensor | None:
     """DARE: keep each entry with probability ``density`` (one seeded uniform draw per entry)."""
-    delta = inputs.delta(i)
     if density >= 1:
-        return delta
-    keep = uniform_draws(delta.shape, generator, delta.device) < below(density)
-    return _rescaled(delta, delta * keep, rescale)
+        return None
+    return _draws_below(below(density), uniform_draws(out.shape, generator, out.device), out)
 
 
-def outliers(inputs: MergeInputs, i: int, density: float, gamma: float = 0.01, rescale: bool = False,
-             **_: object) -> torch.Tensor:
+def outliers(inputs: MergeInputs, i: int, density: float, out: torch.Tensor, gamma: float = 0.01,
+             **_: object) -> torch.Tensor | None:
     """Breadcrumbs: drop the ``gamma`` share of largest entries, then the smallest, to keep ``density``."""
-    delta = inputs.delta(i)
     if density >= 1:
-        return delta
-    n = delta.numel()
+        return None
+    n = out.numel()
     keep, top = int(density * n), int(gamma * n)
     top = min(top, n - keep)  # fewer outliers dropped where the density leaves no room for them
-    mask = inputs.largest(i, keep + top) & ~inputs.largest(i, top)
-    return _rescaled(delta, delta * mask, rescale)
+    outer = inputs.largest(i, keep + top, out=out)  # the top (gamma) entries are among these: subtract them
+    return outer.sub_(inputs.largest(i, top, out=inputs.buffer("largest outliers")))
 
 
-def magprune(inputs: MergeInputs, i: int, density: float, epsilon: float = 0.15, rescale: bool = True,
-             generator: torch.Generator | None = None, **_: object) -> torch.Tensor:
+def magprune(inputs: MergeInputs, i: int, density: float, out: torch.Tensor, epsilon: float = 0.15,
+             generator: torch.Generator | None = None, **_: object) -> torch.Tensor | None:
     """DELLA: per row, keep probability from ``density - epsilon`` (smallest |entry|) to ``density + epsilon``
     (largest), drawn from the seeded generator; ``epsilon`` is clipped so both ends stay in (0, 1)."""
-    delta = inputs.delta(i)
     if density >= 1:
-        return delta
+        return None
     if density <= 0:
-        return torch.zeros_like(delta)
+        return out.zero_()
     epsilon = min(epsilon, 0.999 * density, 0.999 * (1 - density))
     rank = inputs.row_rank(i)
     span = max(rank.shape[1] - 1, 1)
-    probability = rank.to(torch.float32).mul_(2 * epsilon / span).add_(density - epsilon)
-    keep = uniform_draws(rank.shape, generator, delta.device) < below(probability)
-    return _rescaled(delta, delta * keep.view_as(delta), rescale)
+    # below(density - epsilon + rank * 2 epsilon / span)
+    threshold = inputs.buffer("threshold").view(rank.shape).copy_(rank)
+    threshold.mul_(2 * epsilon / span * 65536).add_(below(density - epsilon))
+    _draws_below(threshold, uniform_draws(rank.shape, generator, out.device), out.view(rank.shape))
+    return out
 
 
 def combine(inputs: MergeInputs, sparsify: Sparsify | None, elect_signs: bool, weight: Sequence[float],
             density: Sequence[float] | None = None, normalize: bool = False, rescale: bool = False,
             generator: torch.Generator | None = None, scale: float = 1.0,
             per_source: dict[str, Sequence[float]] | None = None) -> torch.Tensor:
-    """base + scale * combine(weight_i * sparsify(task vector i)), as mergekit's generalized task arithmetic."""
+    """base + scale * combine(weight_i * sparsify(task vector i)), as mergekit's generalized task arithmetic.
+
+    Sparsifying gives each source a float 0/1 indicator of the entries it keeps; a rescaled source's
+    factor (its task vector's L1 norm over the kept entries') joins its weight. TIES sign election needs no
+    mask per source: with s = sum of the weighted task vectors and m = the sum of their magnitudes, the
+    entries that agree with the sign of s add up to sign(s) (m + |s|) / 2, since the agreeing and the
+    disagreeing parts differ by |s| in magnitude and add up to m. The divisor (the weights of the agreeing,
+    nonzero entries) needs one comparison per source, and only when normalizing.
+    """
     per_source = per_source or {}
-    weighted = []
+    total = inputs.buffer("total").zero_()
+    magnitudes = inputs.buffer("magnitudes").zero_() if elect_signs else None
+    rescale = rescale and sparsify is not None
+    work = inputs.buffer("work")
+    sources = []
     for i in range(len(inputs)):
-        delta = inputs.delta(i) if sparsify is None else \
-            sparsify(inputs, i, density[i], rescale=rescale, generator=generator,
-                     **{key: values[i] for key, values in per_source.items()})
-        weighted.append(delta * weight[i])
+        delta = inputs.delta(i)
+        keep = None if sparsify is None else sparsify(
+            inputs, i, density[i], out=inputs.buffer(f"keep {i}"), generator=generator,
+            **{key: values[i] for key, values in per_source.items()})
+        w = weight[i]
+        if keep is None:
+            total.add_(delta, alpha=w)
+            if elect_signs:
+                magnitudes.add_(torch.abs(delta, out=work), alpha=abs(w))
+        else:
+            if elect_signs or rescale:
+                kept_magnitude = torch.abs(delta, out=work).mul_(keep)
+            if rescale:
+                before, after = inputs.l1(i), float(kept_magnitude.sum())
+                w *= before / after if before >= 1e-7 and after >= 1e-7 else 1.0
+            total.addcmul_(delta, keep, value=w)
+            if elect_signs:
+                magnitudes.add_(kept_magnitude, alpha=abs(w))
+        sources.append((delta, keep, w))
+    result = inputs.output()
     if elect_signs:
-        positive = sum(weighted[1:], weighted[0].clone()) >= 0
-        mixed = torch.zeros_like(weighted[0])
-        divisor = torch.zeros_like(weighted[0])
-        for delta, w in zip(weighted, weight):
-            keep = torch.where(positive, delta > 0, delta < 0)
-            mixed.add_(torch.where(keep, delta, 0.0))
-            divisor.add_(keep, alpha=w)
-        divisor[divisor == 0] = 1
+        mixed = magnitudes.copysign_(total).add_(total)  # twice the agreeing entries' sum
+        half = 0.5
+        if normalize:
+            sign = work.fill_(1.0).copysign_(total)
+            divisor = inputs.buffer("divisor").zero_()
+            agrees = inputs.buffer("agrees")
+            for (delta, keep, w), raw in zip(sources, weight):
+                torch.mul(delta, sign, out=agrees).sign_()  # 1 where sign(w kept) is the elected sign, else 0
+                if keep is not None:
+                    agrees.mul_(keep)
+                agreeing = agrees.clamp_(min=0) if w >= 0 else agrees.clamp_(max=0).neg_()
+                divisor.add_(agreeing, alpha=raw)
+            mixed.div_(divisor.masked_fill_(divisor == 0, 1.0))
     else:
-        mixed = sum(weighted[1:], weighted[0].clone())
-        total = sum(weight)
-        divisor = total if abs(total) >= 1e-8 else 1.0
-    if normalize:
-        mixed = mixed.div_(divisor)
-    if scale != 1:
-        mixed = mixed.mul_(scale)
-    return mixed.add_(inputs.base())
+        mixed, half = total, 1.0
+        if normalize:
+            total_weight = sum(weight)
+            mixed.div_(total_weight if abs(total_weight) >= 1e-8 else 1.0)
+    return torch.add(inputs.base(), mixed, alpha=scale * half, out=result)
 
 
 def _register(name: str, sparsify: Sparsify | None, elect_signs: bool, normalize: bool, rescale: bool,
