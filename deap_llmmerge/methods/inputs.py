@@ -114,7 +114,8 @@ class DerivedCache:
         buffers = self._buffers.setdefault(key, {})
         self._buffers.move_to_end(key)
         if (name, dtype) not in buffers:
-            buffers[(name, dtype)] = torch.empty(like.shape, dtype=dtype, device=like.device)
+            with torch.inference_mode(False):  # a normal tensor: writable in and outside inference mode
+                buffers[(name, dtype)] = torch.empty(like.shape, dtype=dtype, device=like.device)
             while len(self._buffers) > 1 and (len(self._buffers) > self.buffer_shapes
                                               or self._buffer_bytes() > self.limit_bytes // 2):
                 self._buffers.popitem(last=False)
