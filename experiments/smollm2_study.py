@@ -66,16 +66,20 @@ FULL_SEARCHES = ("choice NSGA-II", "blend NSGA-II", "ties NSGA-II", "ties tourna
 QUICK_SEARCHES = ("ties NSGA-II", "choice tournament")
 
 
-def prepare(mode: str) -> dict:
-    """Models, data files and the base config of the study (everything cached under .cache/smollm2)."""
+def prepare(mode: str, fitness_items: int | None = None) -> dict:
+    """Models, data files and the base config of the study (everything cached under .cache/smollm2);
+    ``fitness_items`` per task instead of the budget's (a study of its own: its own folder)."""
     downloads = download()
     base = base_model(downloads)
     items = splits(downloads, mode)
     texts = plays(downloads)
     experts = {"qa": qa_expert(base, [i for task in items.values() for i in task["train"]], mode),
                "shakespeare": shakespeare_expert(base, texts, mode)}
+    budget = dict(BUDGET[mode])
     work = CACHE / "study" / mode
-    budget = BUDGET[mode]
+    if fitness_items is not None and fitness_items != budget["fitness_items"]:
+        budget["fitness_items"] = fitness_items
+        work = CACHE / "study" / f"{mode}-fitness{fitness_items}"
     # the splits are fixed (the QA expert trained on what they leave); the budget takes the first items of each
     write_jsonl(work / "fitness-qa.jsonl",
                 [i for task in items.values() for i in task["fitness"][:budget["fitness_items"]]])
@@ -96,12 +100,13 @@ def prepare(mode: str) -> dict:
         "objectives": ["qa.accuracy", "play.loss"],
         "batch_size": 16,
     }
-    return {"base": base, "experts": experts, "work": work, "config": config, "items": items, "mode": mode}
+    return {"base": base, "experts": experts, "work": work, "config": config, "items": items, "mode": mode,
+            "budget": budget}
 
 
 def run_search(setup: dict, label: str, genome: dict, selection: str) -> Path:
     """``deap-llmmerge run --workers 2`` for one search (skipped when its recipe already exists)."""
-    budget = BUDGET[setup["mode"]]
+    budget = setup["budget"]
     output = setup["work"] / "runs" / label.replace(" ", "-")
     if (output / "recipe.json").exists():
         return output
@@ -122,7 +127,7 @@ def held_out_data(setup: dict) -> dict:
     from deap_llmmerge.datafiles import load_tokenizer
 
     tokenizer = load_tokenizer(setup["base"])
-    budget = BUDGET[setup["mode"]]
+    budget = setup["budget"]
     data = {task: build_benchmark("multiple_choice", setup["work"] / f"held-out-{task}.jsonl", tokenizer)
             for task in setup["items"]}
     data["play"] = build_benchmark("text", setup["work"] / f"{HELD_OUT_PLAY}.txt", tokenizer,
@@ -167,6 +172,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small experts and budget (under 15 minutes)")
     parser.add_argument("--all", action="store_true", help="all eight searches (the full run takes five)")
+    parser.add_argument("--fitness-items", type=int, metavar="N",
+                        help="QA fitness items per task (full: up to 44; a study of its own, results in "
+                             "smollm2-fitnessN/)")
+    parser.add_argument("--only", nargs="+", choices=list(SEARCHES), metavar="SEARCH",
+                        help=f"these searches only (of: {', '.join(SEARCHES)})")
     args = parser.parse_args()
     torch.set_num_threads(1)
     from transformers.utils import logging as hf_logging
@@ -175,15 +185,16 @@ def main() -> int:
     hf_logging.set_verbosity_error()
     mode = "quick" if args.quick else "full"
     started = time.time()
-    setup = prepare(mode)
+    setup = prepare(mode, args.fitness_items)
     print(f"models and data ready in {time.time() - started:.0f} s", flush=True)
-    labels = QUICK_SEARCHES if args.quick else tuple(SEARCHES) if args.all else FULL_SEARCHES
+    labels = args.only or (QUICK_SEARCHES if args.quick else tuple(SEARCHES) if args.all else FULL_SEARCHES)
     runs = {label: run_search(setup, label, *SEARCHES[label]) for label in labels}
-    results = ROOT / "experiments" / "results" / ("smollm2-quick" if args.quick else "smollm2")
-    write_report(setup, runs, held_out_data(setup), score_held_out, results,
-                 command=f"python experiments/smollm2_study.py{' --quick' if args.quick else ''}",
-                 started=started)
-    print(f"results in {results}; total {time.time() - started:.0f} s")
+    name = "smollm2-quick" if args.quick else "smollm2"
+    if setup["work"].name != mode:
+        name += setup["work"].name[len(mode):]
+    write_report(setup, runs, held_out_data(setup), score_held_out, ROOT / "experiments" / "results" / name,
+                 command="python " + " ".join(["experiments/smollm2_study.py", *sys.argv[1:]]), started=started)
+    print(f"results in experiments/results/{name}; total {time.time() - started:.0f} s")
     return 0
 
 

@@ -191,5 +191,7 @@ def _write(results: Path, rows: dict[str, dict], setup: dict, command: str, star
     (results / "results.md").write_text(
         f"# SmolLM2-135M-Instruct: evolved merges of a QA expert and a Shakespeare expert\n\n"
         f"Command: `{command}` (seed 0), {time.time() - started:.0f} s in all on this machine, 2 SCOOP workers per "
-        f"search. Held out: {n} QA items ({', '.join(tasks)}) and *Macbeth*; never seen by the search.\n\n"
+        f"search. Fitness: {setup['budget']['fitness_items']} QA items per task and "
+        f"{setup['budget']['fitness_windows']} windows of *Hamlet*. Held out: {n} QA items ({', '.join(tasks)}) "
+        f"and *Macbeth*; never seen by the search.\n\n"
         + "\n".join(lines) + "\n\n" + "\n".join(verdict) + "\n\n![front](front.png)\n\n![weights](weights.png)\n")

@@ -28,7 +28,7 @@ def test_split_parts_are_disjoint_and_stable(mode):
 
 @pytest.mark.parametrize("mode", list(BUDGET))
 def test_the_budget_takes_items_from_inside_its_split(mode):
-    assert BUDGET[mode]["fitness_items"] <= SPLITS[mode]["fitness"]
+    assert BUDGET[mode]["fitness_items"] <= SPLITS[mode]["fitness"] + SPLITS[mode]["more_fitness"]
     assert BUDGET[mode]["held_out_items"] <= SPLITS[mode]["held_out"]
 
 
@@ -44,3 +44,14 @@ def test_real_items_do_not_repeat_across_parts():
         keys = {name: {json.dumps([row["context"], row["choices"]]) for row in rows} for name, rows in parts.items()}
         assert not keys["fitness"] & keys["held_out"], task
         assert not keys["train"] & (keys["fitness"] | keys["held_out"]), task
+
+
+def test_more_fitness_items_leave_the_training_and_table_items_as_they_were():
+    """The extra fitness items come from the end of the former 120-item held-out block: the cached QA
+    expert's training items and the 40 held-out items per task of the table do not move."""
+    items = list(range(1000))
+    before = split(items, {"fitness": 12, "held_out": 120, "train": 300})
+    after = split(items, SPLITS["full"])
+    assert after["train"] == before["train"]
+    assert after["held_out"][:40] == before["held_out"][:40]
+    assert after["more_fitness"] == before["held_out"][88:]
