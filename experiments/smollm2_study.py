@@ -76,10 +76,12 @@ def prepare(mode: str, fitness_items: int | None = None) -> dict:
     experts = {"qa": qa_expert(base, [i for task in items.values() for i in task["train"]], mode),
                "shakespeare": shakespeare_expert(base, texts, mode)}
     budget = dict(BUDGET[mode])
-    work = CACHE / "study" / mode
+    suffix = ""
     if fitness_items is not None and fitness_items != budget["fitness_items"]:
         budget["fitness_items"] = fitness_items
-        work = CACHE / "study" / f"{mode}-fitness{fitness_items}"
+        suffix = f"-fitness{fitness_items}"
+    work = CACHE / "study" / f"{mode}{suffix}"
+    results = ROOT / "experiments" / "results" / f"smollm2{'-quick' if mode == 'quick' else ''}{suffix}"
     # the splits are fixed (the QA expert trained on what they leave); the budget takes the first items of each
     write_jsonl(work / "fitness-qa.jsonl",
                 [i for task in items.values() for i in task["fitness"][:budget["fitness_items"]]])
@@ -101,7 +103,7 @@ def prepare(mode: str, fitness_items: int | None = None) -> dict:
         "batch_size": 16,
     }
     return {"base": base, "experts": experts, "work": work, "config": config, "items": items, "mode": mode,
-            "budget": budget}
+            "budget": budget, "results": results}
 
 
 def run_search(setup: dict, label: str, genome: dict, selection: str) -> Path:
@@ -189,12 +191,9 @@ def main() -> int:
     print(f"models and data ready in {time.time() - started:.0f} s", flush=True)
     labels = args.only or (QUICK_SEARCHES if args.quick else tuple(SEARCHES) if args.all else FULL_SEARCHES)
     runs = {label: run_search(setup, label, *SEARCHES[label]) for label in labels}
-    name = "smollm2-quick" if args.quick else "smollm2"
-    if setup["work"].name != mode:
-        name += setup["work"].name[len(mode):]
-    write_report(setup, runs, held_out_data(setup), score_held_out, ROOT / "experiments" / "results" / name,
+    write_report(setup, runs, held_out_data(setup), score_held_out, setup["results"],
                  command="python " + " ".join(["experiments/smollm2_study.py", *sys.argv[1:]]), started=started)
-    print(f"results in experiments/results/{name}; total {time.time() - started:.0f} s")
+    print(f"results in {setup['results'].relative_to(ROOT)}; total {time.time() - started:.0f} s")
     return 0
 
 

@@ -53,26 +53,13 @@ def _chosen_in(values: torch.Tensor, buckets: torch.Tensor, edge: int, count: in
     return inside
 
 
-def top_mask(values: torch.Tensor, k: int, buckets: torch.Tensor | None = None,
-             tails: torch.Tensor | None = None) -> torch.Tensor:
-    """Bool mask of the ``k`` entries of the 1-d ``values`` with the largest magnitude (equal magnitudes:
-    the lowest indices first). Every entry of a bucket above the k-th largest's is in; within that one
-    bucket a sort picks the rest. ``buckets`` and ``tails`` (:func:`magnitude_buckets`, :func:`tail_counts`
-    of ``values``) may be cached by the caller."""
-    n = values.numel()
-    if k <= 0 or k >= n:
-        return torch.full((n,), k > 0, dtype=torch.bool, device=values.device)
-    buckets = magnitude_buckets(values) if buckets is None else buckets
-    edge, above = _edge(tail_counts(buckets) if tails is None else tails, k)
-    mask = buckets > edge
-    mask[_chosen_in(values, buckets, edge, k - above)] = True
-    return mask
-
-
 def top_indicator(values: torch.Tensor, k: int, buckets: torch.Tensor, tails: torch.Tensor,
                   out: torch.Tensor) -> torch.Tensor:
-    """:func:`top_mask` as float32 0/1 in ``out`` (shaped like ``values``), from float32 ``buckets``: three
-    float passes, several times faster than a bool mask's conversion."""
+    """Float32 0/1 in ``out`` (shaped like ``values``): 1 for the ``k`` entries with the largest magnitude
+    (equal magnitudes: the lowest indices first). Every entry of a bucket above the k-th largest's is in;
+    within that one bucket a sort picks the rest. ``buckets`` is :func:`magnitude_buckets` of ``values`` as
+    float32 (three float passes, several times faster than a bool mask's conversion), ``tails`` its
+    :func:`tail_counts`."""
     n = values.numel()
     if k <= 0 or k >= n:
         return out.fill_(float(k > 0))
@@ -80,6 +67,13 @@ def top_indicator(values: torch.Tensor, k: int, buckets: torch.Tensor, tails: to
     flat = torch.sub(buckets, edge, out=out.view(-1)).clamp_(0, 1)
     flat[_chosen_in(values, buckets, edge, k - above)] = 1
     return out
+
+
+def top_mask(values: torch.Tensor, k: int) -> torch.Tensor:
+    """:func:`top_indicator` of the 1-d ``values`` as a bool mask, nothing cached."""
+    buckets = magnitude_buckets(values)
+    out = torch.empty(values.numel(), dtype=torch.float32, device=values.device)
+    return top_indicator(values, k, buckets.float(), tail_counts(buckets), out).bool()
 
 
 class DerivedCache:

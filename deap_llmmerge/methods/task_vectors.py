@@ -37,7 +37,7 @@ def _draws_below(threshold: torch.Tensor | float, draws: torch.Tensor, out: torc
 
 def magnitude(inputs: MergeInputs, i: int, density: float, out: torch.Tensor, **_: object) -> torch.Tensor | None:
     """Keep the ``density`` share of entries with the largest magnitude (at least one)."""
-    n = inputs.delta(i).numel()
+    n = out.numel()
     if density >= 1:
         return None
     if density <= 0 or n == 0:
@@ -112,7 +112,6 @@ def combine(inputs: MergeInputs, sparsify: Sparsify | None, elect_signs: bool, w
     per_source = per_source or {}
     total = inputs.buffer("total").zero_()
     magnitudes = inputs.buffer("magnitudes").zero_() if elect_signs else None
-    rescale = rescale and sparsify is not None
     work = inputs.buffer("work")
     sources = []
     for i in range(len(inputs)):
