@@ -10,6 +10,7 @@ from conftest import tiny_benchmark, tiny_model
 
 from deap_llmmerge import MERGE_METHODS, PartMerge, SourcePool
 from deap_llmmerge.merge import MergeEngine
+from deap_llmmerge.methods import inputs as merge_inputs
 from deap_llmmerge.plan import MergePlan
 
 torch.manual_seed(0)
@@ -18,6 +19,15 @@ A = BASE + 0.1 * torch.randn(6, 5)
 B = BASE + 0.1 * torch.randn(6, 5)
 C = BASE + 0.1 * torch.randn(6, 5)
 OPTIONS = {name: method.options for name, method in MERGE_METHODS.items()}
+
+
+@pytest.fixture(autouse=True, params=["whole tensors", "blocks of 7"])
+def block_size(request, monkeypatch):
+    """Every test twice: kernels walking a tensor in one block, and in blocks of 7 entries (a last
+    partial block, several blocks per row), as they walk a large tensor on a CPU."""
+    if request.param == "blocks of 7":
+        monkeypatch.setattr(merge_inputs, "BLOCK", 7)
+    return request.param
 
 
 def merge(name, tensors, base=None, generator=None, options=None, **params):
@@ -61,6 +71,8 @@ def test_contract_float32_finite_deterministic(name):
     again = merge(name, tensors, BASE, torch.Generator().manual_seed(1), **params)
     assert first.dtype == torch.float32 and first.shape == A.shape
     assert torch.isfinite(first).all() and torch.equal(first, again)
+    empty = merge(name, [t[:, :0] for t in tensors], BASE[:, :0], torch.Generator().manual_seed(1), **params)
+    assert empty.shape == (6, 0)  # a tensor with no entries (some checkpoints hold one) merges too
 
 
 def test_linear_is_the_normalised_weighted_sum():
@@ -201,7 +213,9 @@ sys.path.insert(0, {tests!r})
 from conftest import tiny_model
 from deap_llmmerge import SourcePool, PartMerge
 from deap_llmmerge.merge import MergeEngine
+from deap_llmmerge.methods import inputs
 from deap_llmmerge.plan import MergePlan
+inputs.BLOCK = int(sys.argv[2])
 pool = SourcePool([tiny_model("llama", 1), tiny_model("llama", 2), tiny_model("llama", 3)])
 params = (("weight", (0.6, 0.8)), ("density", (0.3, 0.5)), ("seed", (7.0,)))
 plan = MergePlan(tuple((part, PartMerge("dare_ties", (1, 2), part, params, 0)) for part in pool.part_names))
@@ -214,8 +228,9 @@ def test_dare_with_the_same_genome_gives_the_same_tensors_in_two_processes(tmp_p
     from pathlib import Path
 
     script = DARE_IN_A_PROCESS.format(tests=str(Path(__file__).parent))
-    for name in ("one.pt", "two.pt"):
-        subprocess.run([sys.executable, "-c", script, str(tmp_path / name)], check=True, capture_output=True)
+    runs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / name), str(merge_inputs.BLOCK)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for name in ("one.pt", "two.pt")]
+    assert [run.wait() for run in runs] == [0, 0]
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
     assert one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one)
     base = dict(tiny_model("llama", 1).named_parameters())

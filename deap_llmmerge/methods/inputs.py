@@ -1,10 +1,15 @@
-"""What a merge kernel reads for one parameter tensor, with the derived tensors cached per process.
+"""What a merge kernel reads for one parameter tensor, block by block, with genome-independent tensors
+cached per process.
 
-A task vector (source - base) and a coarse ranking of its entries by magnitude depend only on the source,
-not on the genome, so a search computes them once per tensor and every later candidate reuses them: a
-magnitude-sparsified task vector is then a comparison per entry and a sort of one small bucket, not a
-selection over the whole tensor. Kernels also reuse work buffers between candidates (a fresh tensor of
-this size costs more than an arithmetic pass over it) and write straight into the engine's model.
+Merging is a handful of element-wise passes over each tensor, so on a CPU its cost is memory traffic,
+not arithmetic. Kernels therefore walk the flattened tensor in blocks of :data:`BLOCK` entries: a block's
+task vectors, keep indicators and sums stay in the CPU cache while every pass runs over them, and a task
+vector (source - base) is never stored whole. On an accelerator a tensor is one block.
+
+What depends only on the sources is cached per tensor and reused by every later candidate of a search:
+each task vector's entries ranked coarsely by magnitude (:func:`magnitude_buckets`), so that keeping the
+largest entries is a comparison per entry and a sort of one small bucket, and della's per-row ranks.
+Work buffers are reused too: a fresh tensor of this size costs more than an arithmetic pass over it.
 """
 
 from __future__ import annotations
@@ -15,19 +20,21 @@ from collections.abc import Callable, Hashable, Sequence
 
 import torch
 
-__all__ = ["MergeInputs", "DerivedCache", "top_mask", "top_indicator", "magnitude_buckets"]
+__all__ = ["BLOCK", "MergeInputs", "DerivedCache", "Largest", "top_mask", "magnitude_buckets"]
 
+BLOCK = 1 << 18  # entries per block on a CPU (1 MiB of float32): a block's work tensors stay in the cache
 BUCKETS = 1 << 15
 
 
-def magnitude_buckets(values: torch.Tensor) -> torch.Tensor:
+def magnitude_buckets(values: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """Per entry of the float32 ``values`` (flattened), the top 16 bits of its magnitude's float32 bits:
     8 exponent and 7 mantissa bits, as int16 in [0, 32768). A larger magnitude never falls in a lower
     bucket, and one bucket spans under 1% of its magnitudes, so the k-th largest is found by counting."""
     flat = values.reshape(-1)
     if sys.byteorder == "little" and flat.dtype == torch.float32 and flat.is_contiguous():
-        return flat.view(torch.int16)[1::2] & 0x7FFF  # the high half of each float, its sign cleared
-    return (flat.float().abs().view(torch.int32) >> 16).to(torch.int16)
+        return torch.bitwise_and(flat.view(torch.int16)[1::2], 0x7FFF, out=out)  # the high half, sign cleared
+    buckets = (flat.float().abs().view(torch.int32) >> 16).to(torch.int16)
+    return buckets if out is None else out.copy_(buckets)
 
 
 def tail_counts(buckets: torch.Tensor) -> torch.Tensor:
@@ -35,52 +42,52 @@ def tail_counts(buckets: torch.Tensor) -> torch.Tensor:
     return torch.bincount(buckets, minlength=BUCKETS).flip(0).cumsum(0).flip(0)
 
 
-def _edge(tails: torch.Tensor, k: int) -> tuple[int, int]:
-    """The bucket of the k-th largest magnitude (tails never grow with the bucket), and how many entries lie
-    in the buckets above it."""
-    edge = int((tails >= k).sum()) - 1
-    return edge, int(tails[edge + 1]) if edge + 1 < BUCKETS else 0
+class Largest:
+    """Which ``k`` entries of a flat tensor have the largest magnitude (equal magnitudes: the lowest
+    indices first), as float 0/1 written block by block. Every entry of a bucket above the k-th largest's
+    is in; within that one bucket a sort of its magnitudes (``magnitude_at(indices)``) picks the rest."""
 
+    def __init__(self, buckets: torch.Tensor, tails: torch.Tensor, k: int,
+                 magnitude_at: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        n = buckets.numel()
+        self.buckets = buckets
+        self.constant = float(k > 0) if k <= 0 or k >= n else None
+        if self.constant is not None:
+            return
+        self.edge = int((tails >= k).sum()) - 1  # tails never grow with the bucket
+        above = int(tails[self.edge + 1]) if self.edge + 1 < BUCKETS else 0
+        inside = (buckets == self.edge).nonzero().flatten()
+        count = k - above
+        if count < inside.numel():
+            magnitudes = magnitude_at(inside)
+            if magnitudes.min() < magnitudes.max():  # (all equal, as in an untouched tensor: the first ones)
+                inside = inside[torch.sort(magnitudes, descending=True, stable=True).indices[:count]].sort().values
+            inside = inside[:count]
+        self.chosen = inside  # ascending
 
-def _chosen_in(values: torch.Tensor, buckets: torch.Tensor, edge: int, count: int) -> torch.Tensor:
-    """Indices of the ``count`` largest magnitudes of bucket ``edge`` (equal magnitudes: lowest index first)."""
-    inside = (buckets == edge).nonzero().flatten()
-    if count < inside.numel():
-        magnitudes = values.reshape(-1)[inside].abs()
-        if magnitudes.min() < magnitudes.max():  # (all equal, as in an untouched tensor: the first ones)
-            inside = inside[torch.sort(magnitudes, descending=True, stable=True).indices]
-        inside = inside[:count]
-    return inside
-
-
-def top_indicator(values: torch.Tensor, k: int, buckets: torch.Tensor, tails: torch.Tensor,
-                  out: torch.Tensor) -> torch.Tensor:
-    """Float32 0/1 in ``out`` (shaped like ``values``): 1 for the ``k`` entries with the largest magnitude
-    (equal magnitudes: the lowest indices first). Every entry of a bucket above the k-th largest's is in;
-    within that one bucket a sort picks the rest. ``buckets`` is :func:`magnitude_buckets` of ``values`` as
-    float32 (three float passes, several times faster than a bool mask's conversion), ``tails`` its
-    :func:`tail_counts`."""
-    n = values.numel()
-    if k <= 0 or k >= n:
-        return out.fill_(float(k > 0))
-    edge, above = _edge(tails, k)
-    flat = torch.sub(buckets, edge, out=out.view(-1)).clamp_(0, 1)
-    flat[_chosen_in(values, buckets, edge, k - above)] = 1
-    return out
+    def block(self, start: int, end: int, out: torch.Tensor) -> torch.Tensor:
+        """The indicator of entries ``start:end`` in ``out`` (float32, ``end - start`` entries)."""
+        if self.constant is not None:
+            return out.fill_(self.constant)
+        out.copy_(self.buckets[start:end]).sub_(self.edge).clamp_(0, 1)
+        if self.chosen.numel():
+            lo, hi = torch.searchsorted(self.chosen, torch.tensor([start, end], device=self.chosen.device)).tolist()
+            out[self.chosen[lo:hi] - start] = 1
+        return out
 
 
 def top_mask(values: torch.Tensor, k: int) -> torch.Tensor:
-    """:func:`top_indicator` of the 1-d ``values`` as a bool mask, nothing cached."""
+    """The bool mask of :class:`Largest` over the 1-d ``values``, nothing cached."""
     buckets = magnitude_buckets(values)
-    out = torch.empty(values.numel(), dtype=torch.float32, device=values.device)
-    return top_indicator(values, k, buckets.float(), tail_counts(buckets), out).bool()
+    largest = Largest(buckets, tail_counts(buckets), k, lambda at: values.reshape(-1)[at].abs())
+    return largest.block(0, values.numel(), torch.empty(values.numel(), device=values.device)).bool()
 
 
 class DerivedCache:
     """Tensors derived from the sources, least recently used first out beyond ``limit_bytes``, and the
     work buffers of the kernels (the last few shapes' worth)."""
 
-    def __init__(self, limit_bytes: int, buffer_shapes: int = 4) -> None:
+    def __init__(self, limit_bytes: int, buffer_shapes: int = 8) -> None:
         self.limit_bytes = limit_bytes
         self.size = 0
         self._items: OrderedDict[Hashable, torch.Tensor] = OrderedDict()
@@ -101,15 +108,16 @@ class DerivedCache:
             self.size += size
         return value
 
-    def buffer(self, name: str, like: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """A work buffer of ``like``'s shape and device (contents undefined), the same one on every call.
-        The buffers of the least recently used shapes go beyond ``buffer_shapes`` shapes or half the limit."""
-        key = (tuple(like.shape), like.device)
+    def buffer(self, name: str, shape: Sequence[int], device: torch.device,
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """A work buffer of this shape (contents undefined), the same one on every call. The buffers of the
+        least recently used shapes go beyond ``buffer_shapes`` shapes or half the limit."""
+        key = (tuple(shape), device)
         buffers = self._buffers.setdefault(key, {})
         self._buffers.move_to_end(key)
         if (name, dtype) not in buffers:
             with torch.inference_mode(False):  # a normal tensor: writable in and outside inference mode
-                buffers[(name, dtype)] = torch.empty(like.shape, dtype=dtype, device=like.device)
+                buffers[(name, dtype)] = torch.empty(tuple(shape), dtype=dtype, device=device)
             while len(self._buffers) > 1 and (len(self._buffers) > self.buffer_shapes
                                               or self._buffer_bytes() > self.limit_bytes // 2):
                 self._buffers.popitem(last=False)
@@ -120,9 +128,9 @@ class DerivedCache:
 
 
 class MergeInputs:
-    """The tensors one step merges for one parameter: each source's, the base model's, and (cached under
-    ``keys``, one per source, when a cache is given) the task vectors and the magnitude buckets of their
-    entries. ``out``, when given, is a float32 tensor the kernel may write its result into."""
+    """The tensors one step merges for one parameter: each source's and the base model's, read whole or
+    block by block, and (cached under ``keys``, one per source, when a cache is given) what a search reuses.
+    ``out``, when given, is a float32 tensor the kernel may write its result into."""
 
     def __init__(self, tensors: Sequence[torch.Tensor], base: torch.Tensor | None = None,
                  cache: DerivedCache | None = None, keys: Sequence[Hashable] = (),
@@ -132,6 +140,9 @@ class MergeInputs:
         self.cache = cache
         self.keys = keys
         self.out = out
+        self.shape = tensors[0].shape
+        self.numel = tensors[0].numel()
+        self.device = tensors[0].device
 
     def __len__(self) -> int:
         return len(self.tensors)
@@ -142,53 +153,82 @@ class MergeInputs:
     def base(self) -> torch.Tensor:
         return self.base_tensor.float()
 
+    def delta(self, i: int) -> torch.Tensor:
+        """Source i's task vector, source - base, in float32 (a new tensor)."""
+        return self.source(i) - self.base()
+
     def _cached(self, i: int, kind: str, make: Callable[[], torch.Tensor]) -> torch.Tensor:
         if self.cache is None or not self.keys:
             return make()
         return self.cache.get((self.keys[i], kind), make)
 
-    def buffer(self, name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """A work buffer shaped like the sources (reused across merges when there is a cache)."""
-        like = self.tensors[0]
+    def buffer(self, name: str, shape: Sequence[int] | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """A work buffer shaped like the sources (or ``shape``), reused across merges when there is a cache."""
+        shape = self.shape if shape is None else shape
         if self.cache is None:
-            return torch.empty(like.shape, dtype=dtype, device=like.device)
-        return self.cache.buffer(name, like, dtype)
+            return torch.empty(tuple(shape), dtype=dtype, device=self.device)
+        return self.cache.buffer(name, shape, self.device, dtype)
 
     def output(self) -> torch.Tensor:
         """Where to write the result: ``out`` when given, else a new float32 tensor."""
-        like = self.tensors[0]
-        if self.out is not None and self.out.dtype == torch.float32 and self.out.shape == like.shape:
+        if self.out is not None and self.out.dtype == torch.float32 and self.out.shape == self.shape:
             return self.out
-        return torch.empty(like.shape, dtype=torch.float32, device=like.device)
+        return torch.empty(self.shape, dtype=torch.float32, device=self.device)
 
-    def delta(self, i: int) -> torch.Tensor:
-        """Source i's task vector, source - base, in float32 (never modify it: it may be cached)."""
-        return self._cached(i, "delta", lambda: self.source(i) - self.base())
+    # block by block
+    def blocks(self) -> list[tuple[int, int]]:
+        """``(start, end)`` of each block of the flattened tensors."""
+        step = BLOCK if self.device.type == "cpu" else max(self.numel, 1)
+        return [(start, min(self.numel, start + step)) for start in range(0, self.numel, step)]
 
-    def l1(self, i: int) -> float:
-        """The L1 norm of task vector i."""
+    def block_buffer(self, name: str) -> torch.Tensor:
+        """A float32 work buffer of one block (slice it to the block's length)."""
+        return self.buffer(name, (min(self.numel, BLOCK) if self.device.type == "cpu" else self.numel,))
+
+    def base_block(self, start: int, end: int) -> torch.Tensor:
+        """Entries ``start:end`` of the flattened base in float32 (a view, or a copy in a work buffer)."""
+        block = self.base_tensor.reshape(-1)[start:end]
+        return block if block.dtype == torch.float32 else self.block_buffer("base")[:end - start].copy_(block)
+
+    def delta_block(self, i: int, start: int, end: int, base: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Entries ``start:end`` of task vector i in ``out``, given the same entries of the base (float32)."""
+        block = self.tensors[i].reshape(-1)[start:end]
+        if block.dtype == torch.float32:
+            return torch.sub(block, base, out=out)
+        return out.copy_(block).sub_(base)
+
+    def delta_at(self, i: int, indices: torch.Tensor) -> torch.Tensor:
+        """Task vector i's entries at these flat indices."""
+        return self.tensors[i].reshape(-1)[indices].float() - self.base_tensor.reshape(-1)[indices].float()
+
+    # cached per source
+    def buckets(self, i: int) -> torch.Tensor:
+        """:func:`magnitude_buckets` of task vector i (int16, flat), computed block by block."""
         def make() -> torch.Tensor:
-            return self.delta(i).abs().sum().reshape(1)
+            out = torch.empty(self.numel, dtype=torch.int16, device=self.device)
+            work = self.block_buffer("delta")
+            for start, end in self.blocks():
+                delta = self.delta_block(i, start, end, self.base_block(start, end), work[:end - start])
+                magnitude_buckets(delta, out=out[start:end])
+            return out
 
-        return float(self._cached(i, "l1", make))
+        return self._cached(i, "magnitude buckets", make)
 
-    def largest(self, i: int, k: int, out: torch.Tensor | None = None) -> torch.Tensor:
-        """Float 0/1 indicator of the ``k`` entries of task vector i with the largest magnitude (equal ones:
-        lowest index first), in ``out`` or a work buffer."""
-        delta = self.delta(i)
-        buckets = self._cached(i, "magnitude buckets", lambda: magnitude_buckets(delta).float())
-        tails = self._cached(i, "bucket tails", lambda: tail_counts(buckets.to(torch.int16)))
-        return top_indicator(delta, k, buckets, tails, self.buffer("largest") if out is None else out)
+    def largest(self, i: int, k: int) -> Largest:
+        """The ``k`` entries of task vector i with the largest magnitude (equal ones: lowest index first)."""
+        buckets = self.buckets(i)
+        tails = self._cached(i, "bucket tails", lambda: tail_counts(buckets))
+        return Largest(buckets, tails, k, lambda at: self.delta_at(i, at).abs())
 
     def row_rank(self, i: int) -> torch.Tensor:
         """Per entry, its rank by magnitude within its row (0 = smallest; a 1-d tensor is one row), int32."""
         def make() -> torch.Tensor:
             delta = self.delta(i)
             rows = delta.reshape(delta.shape[0], -1) if delta.dim() >= 2 else delta.reshape(1, -1)
-            order = torch.argsort(rows.abs(), dim=1, stable=True)
+            # sorting magnitudes as their int32 bits (the same order) is a third faster than as floats
+            order = torch.sort(rows.abs().view(torch.int32), dim=1, stable=True).indices
             rank = torch.empty_like(order, dtype=torch.int32)
-            rank.scatter_(1, order, torch.arange(rows.shape[1], dtype=torch.int32, device=order.device)
-                          .expand_as(order).contiguous())
-            return rank
+            return rank.scatter_(1, order, torch.arange(rows.shape[1], dtype=torch.int32, device=order.device)
+                                 .expand_as(order))
 
         return self._cached(i, "row_rank", make)

@@ -9,47 +9,80 @@ is sparsified, weighted, optionally sign-elected (TIES), combined and added back
     della             keep with probability rising with |entry| (density +- epsilon), elect signs
                       (normalize and rescale on)
 
-Random draws come from the generator the engine seeds per (run seed, part, tensor, genes).
+A sparsifier decides, for the whole tensor, which entries of a task vector survive (a :class:`Keep`) and
+writes that decision block by block as float 0/1; :func:`combine` walks the blocks (see
+:mod:`.inputs`). Random draws come from the generator the engine seeds per (run seed, part, tensor, genes).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 
 from . import register_merge_method
 from .inputs import MergeInputs
 
-Sparsify = Callable[..., "torch.Tensor | None"]  # which entries of a task vector survive: float 0/1, or all
+
+class Keep(Protocol):
+    """Which entries of one task vector survive: ``block(start, end, out)`` writes float 0/1 for entries
+    ``start:end`` into ``out`` and returns it."""
+
+    def block(self, start: int, end: int, out: torch.Tensor) -> torch.Tensor: ...
 
 
-def _draws_below(threshold: torch.Tensor | float, draws: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """Float 0/1 in ``out``: 1 where the integer ``draws < threshold``, i.e. ceil(threshold - draw) clipped
-    to [0, 1] (float arithmetic: several times faster than a bool mask's conversion)."""
-    out.copy_(draws)
-    if isinstance(threshold, torch.Tensor):
-        return torch.sub(threshold, out, out=out).ceil_().clamp_(0, 1)
-    ceiling = torch.tensor(float(math.ceil(threshold)), device=out.device)  # ceil(t - d) = ceil(t) - d
-    return torch.sub(ceiling, out, out=out).clamp_(0, 1)
+class Nothing:
+    def block(self, start: int, end: int, out: torch.Tensor) -> torch.Tensor:
+        return out.zero_()
 
 
-def magnitude(inputs: MergeInputs, i: int, density: float, out: torch.Tensor, **_: object) -> torch.Tensor | None:
+class Outliers:
+    """The entries of ``outer`` that are not in ``inner`` (``inner`` within ``outer``)."""
+
+    def __init__(self, outer: Keep, inner: Keep, spare: torch.Tensor) -> None:
+        self.outer, self.inner, self.spare = outer, inner, spare
+
+    def block(self, start: int, end: int, out: torch.Tensor) -> torch.Tensor:
+        return self.outer.block(start, end, out).sub_(self.inner.block(start, end, self.spare[:end - start]))
+
+
+class Draws:
+    """Keep where a uniform 16-bit draw falls below a threshold: ``clamp(ceil(threshold - draw), 0, 1)``
+    (float arithmetic: several times faster than a bool mask's conversion). The threshold is one number,
+    or ``slope * rank + intercept`` per entry (della)."""
+
+    def __init__(self, draws: torch.Tensor, threshold: float, rank: torch.Tensor | None = None,
+                 slope: float = 0.0, spare: torch.Tensor | None = None) -> None:
+        self.draws, self.rank, self.slope, self.spare = draws.reshape(-1), rank, slope, spare
+        self.threshold = threshold if rank is not None else float(math.ceil(threshold))  # ceil(t - d) = ceil(t) - d
+
+    def block(self, start: int, end: int, out: torch.Tensor) -> torch.Tensor:
+        if self.rank is None:
+            return out.copy_(self.draws[start:end]).neg_().add_(self.threshold).clamp_(0, 1)
+        threshold = out.copy_(self.rank.reshape(-1)[start:end]).mul_(self.slope).add_(self.threshold)
+        draws = self.spare[:end - start].copy_(self.draws[start:end])
+        return torch.sub(threshold, draws, out=out).ceil_().clamp_(0, 1)
+
+
+def magnitude(inputs: MergeInputs, i: int, density: float, **_: object) -> Keep | None:
     """Keep the ``density`` share of entries with the largest magnitude (at least one)."""
-    n = out.numel()
     if density >= 1:
         return None
-    if density <= 0 or n == 0:
-        return out.zero_()
-    return inputs.largest(i, max(1, int(density * n)), out=out)
+    if density <= 0 or inputs.numel == 0:
+        return Nothing()
+    return inputs.largest(i, max(1, int(density * inputs.numel)))
 
 
-def uniform_draws(shape: torch.Size, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """One uniform 16-bit draw per entry (int16, -32768..32767), four to a 64-bit random word: a keep
-    probability p is ``draws < below(p)``, exact to 1/65536."""
-    count = max(1, shape.numel())
-    words = torch.empty((count + 3) // 4, dtype=torch.int64, device=device).random_(-2**63, None, generator=generator)
+def uniform_draws(shape: torch.Size, generator: torch.Generator | None, device: torch.device,
+                  words: torch.Tensor | None = None) -> torch.Tensor:
+    """One uniform 16-bit draw per entry (int16, -32768..32767), four to a 64-bit random word (drawn into
+    ``words`` when given): a keep probability p is ``draws < below(p)``, exact to 1/65536."""
+    count = shape.numel()
+    if words is None:
+        words = torch.empty((count + 3) // 4 or 1, dtype=torch.int64, device=device)
+    words.random_(-2**63, None, generator=generator)
     return words.view(torch.int16)[:count].view(shape)
 
 
@@ -58,106 +91,129 @@ def below(probability: float | torch.Tensor) -> float | torch.Tensor:
     return probability * 65536 - 32768
 
 
-def random_keep(inputs: MergeInputs, i: int, density: float, out: torch.Tensor,
-                generator: torch.Generator | None = None, **_: object) -> torch.Tensor | None:
+def _draws(inputs: MergeInputs, i: int, generator: torch.Generator | None) -> torch.Tensor:
+    words = inputs.buffer(f"draws {i}", ((inputs.numel + 3) // 4 or 1,), torch.int64)
+    return uniform_draws(inputs.shape, generator, inputs.device, words)
+
+
+def random_keep(inputs: MergeInputs, i: int, density: float, generator: torch.Generator | None = None,
+                **_: object) -> Keep | None:
     """DARE: keep each entry with probability ``density`` (one seeded uniform draw per entry)."""
     if density >= 1:
         return None
-    return _draws_below(below(density), uniform_draws(out.shape, generator, out.device), out)
+    return Draws(_draws(inputs, i, generator), below(density))
 
 
-def outliers(inputs: MergeInputs, i: int, density: float, out: torch.Tensor, gamma: float = 0.01,
-             **_: object) -> torch.Tensor | None:
+def outliers(inputs: MergeInputs, i: int, density: float, gamma: float = 0.01, **_: object) -> Keep | None:
     """Breadcrumbs: drop the ``gamma`` share of largest entries, then the smallest, to keep ``density``."""
     if density >= 1:
         return None
-    n = out.numel()
+    n = inputs.numel
     keep, top = int(density * n), int(gamma * n)
     top = min(top, n - keep)  # fewer outliers dropped where the density leaves no room for them
-    outer = inputs.largest(i, keep + top, out=out)  # the top (gamma) entries are among these: subtract them
-    return outer.sub_(inputs.largest(i, top, out=inputs.buffer("largest outliers")))
+    # the top (gamma) entries are among the top keep + top: subtract them
+    return Outliers(inputs.largest(i, keep + top), inputs.largest(i, top), inputs.block_buffer(f"outliers {i}"))
 
 
-def magprune(inputs: MergeInputs, i: int, density: float, out: torch.Tensor, epsilon: float = 0.15,
-             generator: torch.Generator | None = None, **_: object) -> torch.Tensor | None:
+def magprune(inputs: MergeInputs, i: int, density: float, epsilon: float = 0.15,
+             generator: torch.Generator | None = None, **_: object) -> Keep | None:
     """DELLA: per row, keep probability from ``density - epsilon`` (smallest |entry|) to ``density + epsilon``
     (largest), drawn from the seeded generator; ``epsilon`` is clipped so both ends stay in (0, 1)."""
     if density >= 1:
         return None
     if density <= 0:
-        return out.zero_()
+        return Nothing()
     epsilon = min(epsilon, 0.999 * density, 0.999 * (1 - density))
     rank = inputs.row_rank(i)
     span = max(rank.shape[1] - 1, 1)
     # below(density - epsilon + rank * 2 epsilon / span)
-    threshold = inputs.buffer("threshold").view(rank.shape).copy_(rank)
-    threshold.mul_(2 * epsilon / span * 65536).add_(below(density - epsilon))
-    _draws_below(threshold, uniform_draws(rank.shape, generator, out.device), out.view(rank.shape))
-    return out
+    return Draws(_draws(inputs, i, generator), below(density - epsilon), rank, 2 * epsilon / span * 65536,
+                 inputs.block_buffer(f"draws {i}"))
 
 
-def combine(inputs: MergeInputs, sparsify: Sparsify | None, elect_signs: bool, weight: Sequence[float],
+def _rescale_factors(inputs: MergeInputs, keeps: Sequence[Keep | None]) -> list[float]:
+    """Per source, its task vector's L1 norm over the L1 norm of the entries it keeps (1 where either is
+    about 0, or nothing is dropped)."""
+    totals = [[0.0, 0.0] for _ in keeps]
+    work, kept = inputs.block_buffer("delta"), inputs.block_buffer("keep")
+    for start, end in inputs.blocks():
+        base = inputs.base_block(start, end)
+        for i, keep in enumerate(keeps):
+            if keep is not None:
+                magnitudes = inputs.delta_block(i, start, end, base, work[:end - start]).abs_()
+                totals[i][0] += float(magnitudes.sum())
+                totals[i][1] += float(torch.dot(magnitudes, keep.block(start, end, kept[:end - start])))
+    return [1.0 if keep is None or before < 1e-7 or after < 1e-7 else before / after
+            for keep, (before, after) in zip(keeps, totals)]
+
+
+def combine(inputs: MergeInputs, sparsify, elect_signs: bool, weight: Sequence[float],
             density: Sequence[float] | None = None, normalize: bool = False, rescale: bool = False,
             generator: torch.Generator | None = None, scale: float = 1.0,
             per_source: dict[str, Sequence[float]] | None = None) -> torch.Tensor:
-    """base + scale * combine(weight_i * sparsify(task vector i)), as mergekit's generalized task arithmetic.
+    """base + scale * combine(weight_i * sparsify(task vector i)), as mergekit's generalized task arithmetic,
+    one block of entries at a time.
 
-    Sparsifying gives each source a float 0/1 indicator of the entries it keeps; a rescaled source's
-    factor (its task vector's L1 norm over the kept entries') joins its weight. TIES sign election needs no
-    mask per source: with s = sum of the weighted task vectors and m = the sum of their magnitudes, the
-    entries that agree with the sign of s add up to sign(s) (m + |s|) / 2, since the agreeing and the
-    disagreeing parts differ by |s| in magnitude and add up to m. The divisor (the weights of the agreeing,
-    nonzero entries) needs one comparison per source, and only when normalizing.
+    Each source's kept entries come as float 0/1; a rescaled source's factor (its task vector's L1 norm
+    over the kept entries') joins its weight. TIES sign election needs no mask per source: with s = the sum
+    of the weighted task vectors and m = the sum of their magnitudes, the entries that agree with the sign
+    of s add up to sign(s) (m + |s|) / 2, since the agreeing and the disagreeing parts differ by |s| in
+    magnitude and add up to m. The divisor (the weights of the agreeing, nonzero entries) needs one
+    comparison per source, and only when normalizing.
     """
     per_source = per_source or {}
-    total = inputs.buffer("total").zero_()
-    magnitudes = inputs.buffer("magnitudes").zero_() if elect_signs else None
-    work = inputs.buffer("work")
-    sources = []
-    for i in range(len(inputs)):
-        delta = inputs.delta(i)
-        keep = None if sparsify is None else sparsify(
-            inputs, i, density[i], out=inputs.buffer(f"keep {i}"), generator=generator,
-            **{key: values[i] for key, values in per_source.items()})
-        w = weight[i]
-        if keep is None:
-            total.add_(delta, alpha=w)
-            if elect_signs:
-                magnitudes.add_(torch.abs(delta, out=work), alpha=abs(w))
-        else:
-            if elect_signs or rescale:
-                kept_magnitude = torch.abs(delta, out=work).mul_(keep)
-            if rescale:
-                before, after = inputs.l1(i), float(kept_magnitude.sum())
-                w *= before / after if before >= 1e-7 and after >= 1e-7 else 1.0
-            total.addcmul_(delta, keep, value=w)
-            if elect_signs:
-                magnitudes.add_(kept_magnitude, alpha=abs(w))
-        sources.append((delta, keep, w))
+    count = len(inputs)
+    keeps = [None if sparsify is None else sparsify(inputs, i, density[i], generator=generator,
+                                                    **{key: values[i] for key, values in per_source.items()})
+             for i in range(count)]
+    weights = [w * f for w, f in zip(weight, _rescale_factors(inputs, keeps))] if rescale else list(weight)
     result = inputs.output()
-    if elect_signs:
-        mixed = magnitudes.copysign_(total).add_(total)  # twice the agreeing entries' sum
-        half = 0.5
-        if normalize:
-            sign = work.fill_(1.0).copysign_(total)
-            divisor = inputs.buffer("divisor").zero_()
-            agrees = inputs.buffer("agrees")
-            for (delta, keep, w), raw in zip(sources, weight):
-                torch.mul(delta, sign, out=agrees).sign_()  # 1 where sign(w kept) is the elected sign, else 0
-                if keep is not None:
-                    agrees.mul_(keep)
-                agreeing = agrees.clamp_(min=0) if w >= 0 else agrees.clamp_(max=0).neg_()
-                divisor.add_(agreeing, alpha=raw)
-            mixed.div_(divisor.masked_fill_(divisor == 0, 1.0))
-    else:
-        mixed, half = total, 1.0
-        if normalize:
-            total_weight = sum(weight)
-            mixed.div_(total_weight if abs(total_weight) >= 1e-8 else 1.0)
-    return torch.add(inputs.base(), mixed, alpha=scale * half, out=result)
+    flat = result.view(-1)
+    total, magnitudes, work = (inputs.block_buffer(name) for name in ("total", "magnitudes", "work"))
+    deltas = [inputs.block_buffer(f"delta {i}") for i in range(count)]
+    kept = [inputs.block_buffer(f"keep {i}") for i in range(count)]
+    half = 0.5 if elect_signs else 1.0
+    total_weight = sum(weight)
+    for start, end in inputs.blocks():
+        size = end - start
+        base = inputs.base_block(start, end)
+        s, m, scratch = total[:size].zero_(), magnitudes[:size].zero_(), work[:size]
+        sources = []
+        for i, keep in enumerate(keeps):
+            delta = inputs.delta_block(i, start, end, base, deltas[i][:size])
+            keep = None if keep is None else keep.block(start, end, kept[i][:size])
+            w = weights[i]
+            if keep is None:
+                s.add_(delta, alpha=w)
+                if elect_signs:
+                    m.add_(torch.abs(delta, out=scratch), alpha=abs(w))
+            else:
+                s.addcmul_(delta, keep, value=w)
+                if elect_signs:
+                    m.add_(torch.abs(delta, out=scratch).mul_(keep), alpha=abs(w))
+            sources.append((delta, keep, w))
+        if elect_signs:
+            mixed = m.copysign_(s).add_(s)  # twice the agreeing entries' sum
+            if normalize:
+                sign = scratch.fill_(1.0).copysign_(s)
+                divisor = s.zero_()  # (s is spent)
+                for (delta, keep, w), raw in zip(sources, weight):
+                    agrees = delta.mul_(sign).sign_()  # 1 where sign(w kept) is the elected sign, else 0
+                    if keep is not None:
+                        agrees.mul_(keep)
+                    agreeing = agrees.clamp_(min=0) if w >= 0 else agrees.clamp_(max=0).neg_()
+                    divisor.add_(agreeing, alpha=raw)
+                nowhere = torch.sign(divisor, out=scratch).abs_().sub_(1)  # -1 where no weight agrees, else 0
+                mixed.div_(divisor.sub_(nowhere))  # (there, 1)
+        else:
+            mixed = s
+            if normalize:
+                mixed.div_(total_weight if abs(total_weight) >= 1e-8 else 1.0)
+        torch.add(base, mixed, alpha=scale * half, out=flat[start:end])
+    return result
 
 
-def _register(name: str, sparsify: Sparsify | None, elect_signs: bool, normalize: bool, rescale: bool,
+def _register(name: str, sparsify, elect_signs: bool, normalize: bool, rescale: bool,
               extra: dict[str, float], random: bool = False) -> None:
     def kernel(inputs: MergeInputs, *, generator=None, weight, density=None, normalize=normalize,
                rescale=rescale, **others):
