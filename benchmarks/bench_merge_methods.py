@@ -118,7 +118,7 @@ def main() -> None:
                                   env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
             theirs = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else {}
     print(f"### Merging once, per method ({params:.0f} M parameters, 1 CPU thread)\n")
-    print("Ours, cold: the first merge of a process (task vectors, magnitude buckets and della's row ranks "
+    print("Ours, cold: the first merge of a process (magnitude buckets and della's row ranks "
           "computed); warm: every "
           "later candidate of a search (other parameters, the same sources); whole job: map the sources, "
           "merge, save a checkpoint, as `run_merge` does. Ratios are mergekit's time over ours.\n")

@@ -56,14 +56,16 @@ class Draws:
     def __init__(self, draws: torch.Tensor, threshold: float, rank: torch.Tensor | None = None,
                  slope: float = 0.0, spare: torch.Tensor | None = None) -> None:
         self.draws, self.rank, self.slope, self.spare = draws.reshape(-1), rank, slope, spare
-        self.threshold = threshold if rank is not None else float(math.ceil(threshold))  # ceil(t - d) = ceil(t) - d
+        if rank is None:  # ceil(t - d) = ceil(t) - d, a float tensor: the draws promote to float32
+            threshold = torch.tensor(float(math.ceil(threshold)), device=draws.device)
+        self.threshold = threshold
 
     def block(self, start: int, end: int, out: torch.Tensor) -> torch.Tensor:
+        draws = self.draws[start:end]
         if self.rank is None:
-            return out.copy_(self.draws[start:end]).neg_().add_(self.threshold).clamp_(0, 1)
-        threshold = out.copy_(self.rank.reshape(-1)[start:end]).mul_(self.slope).add_(self.threshold)
-        draws = self.spare[:end - start].copy_(self.draws[start:end])
-        return torch.sub(threshold, draws, out=out).ceil_().clamp_(0, 1)
+            return torch.sub(self.threshold, draws, out=out).clamp_(0, 1)
+        threshold = self.spare[:end - start].copy_(self.rank.reshape(-1)[start:end]).mul_(self.slope)
+        return torch.sub(threshold.add_(self.threshold), draws, out=out).ceil_().clamp_(0, 1)
 
 
 def magnitude(inputs: MergeInputs, i: int, density: float, **_: object) -> Keep | None:
