@@ -66,9 +66,10 @@ FULL_SEARCHES = ("choice NSGA-II", "blend NSGA-II", "ties NSGA-II", "ties tourna
 QUICK_SEARCHES = ("ties NSGA-II", "choice tournament")
 
 
-def prepare(mode: str, fitness_items: int | None = None) -> dict:
+def prepare(mode: str, fitness_items: int | None = None, generations: int | None = None) -> dict:
     """Models, data files and the base config of the study (everything cached under .cache/smollm2);
-    ``fitness_items`` per task instead of the budget's (a study of its own: its own folder)."""
+    ``fitness_items`` per task or ``generations`` instead of the budget's (a study of its own: its own
+    folder)."""
     downloads = download()
     base = base_model(downloads)
     items = splits(downloads, mode)
@@ -80,6 +81,9 @@ def prepare(mode: str, fitness_items: int | None = None) -> dict:
     if fitness_items is not None and fitness_items != budget["fitness_items"]:
         budget["fitness_items"] = fitness_items
         suffix = f"-fitness{fitness_items}"
+    if generations is not None and generations != budget["generations"]:
+        budget["generations"] = generations
+        suffix += f"-gen{generations}"
     work = CACHE / "study" / f"{mode}{suffix}"
     results = ROOT / "experiments" / "results" / f"smollm2{'-quick' if mode == 'quick' else ''}{suffix}"
     # the splits are fixed (the QA expert trained on what they leave); the budget takes the first items of each
@@ -177,6 +181,8 @@ def main() -> int:
     parser.add_argument("--fitness-items", type=int, metavar="N",
                         help="QA fitness items per task (full: up to 44; a study of its own, results in "
                              "smollm2-fitnessN/)")
+    parser.add_argument("--generations", type=int, metavar="N",
+                        help="generations per search (a study of its own, results in smollm2-...-genN/)")
     parser.add_argument("--only", nargs="+", choices=list(SEARCHES), metavar="SEARCH",
                         help=f"these searches only (of: {', '.join(SEARCHES)})")
     args = parser.parse_args()
@@ -187,7 +193,7 @@ def main() -> int:
     hf_logging.set_verbosity_error()
     mode = "quick" if args.quick else "full"
     started = time.time()
-    setup = prepare(mode, args.fitness_items)
+    setup = prepare(mode, args.fitness_items, args.generations)
     print(f"models and data ready in {time.time() - started:.0f} s", flush=True)
     labels = args.only or (QUICK_SEARCHES if args.quick else tuple(SEARCHES) if args.all else FULL_SEARCHES)
     runs = {label: run_search(setup, label, *SEARCHES[label]) for label in labels}

@@ -87,7 +87,7 @@ class DerivedCache:
     """Tensors derived from the sources, least recently used first out beyond ``limit_bytes``, and the
     work buffers of the kernels (the last few shapes' worth)."""
 
-    def __init__(self, limit_bytes: int, buffer_shapes: int = 8) -> None:
+    def __init__(self, limit_bytes: int, buffer_shapes: int = 16) -> None:
         self.limit_bytes = limit_bytes
         self.size = 0
         self._items: OrderedDict[Hashable, torch.Tensor] = OrderedDict()
