@@ -60,9 +60,10 @@ class Largest:
         count = k - above
         if count < inside.numel():
             magnitudes = magnitude_at(inside)
-            if magnitudes.min() < magnitudes.max():  # (all equal, as in an untouched tensor: the first ones)
+            if magnitudes.min() < magnitudes.max():
                 inside = inside[torch.sort(magnitudes, descending=True, stable=True).indices[:count]].sort().values
-            inside = inside[:count]
+            else:  # all equal, as in an untouched tensor: the first ones
+                inside = inside[:count]
         self.chosen = inside  # ascending
 
     def block(self, start: int, end: int, out: torch.Tensor) -> torch.Tensor:
@@ -176,14 +177,17 @@ class MergeInputs:
         return torch.empty(self.shape, dtype=torch.float32, device=self.device)
 
     # block by block
+    def _block_size(self) -> int:
+        return min(self.numel, BLOCK) if self.device.type == "cpu" else self.numel
+
     def blocks(self) -> list[tuple[int, int]]:
         """``(start, end)`` of each block of the flattened tensors."""
-        step = BLOCK if self.device.type == "cpu" else max(self.numel, 1)
+        step = max(self._block_size(), 1)
         return [(start, min(self.numel, start + step)) for start in range(0, self.numel, step)]
 
     def block_buffer(self, name: str) -> torch.Tensor:
         """A float32 work buffer of one block (slice it to the block's length)."""
-        return self.buffer(name, (min(self.numel, BLOCK) if self.device.type == "cpu" else self.numel,))
+        return self.buffer(name, (self._block_size(),))
 
     def base_block(self, start: int, end: int) -> torch.Tensor:
         """Entries ``start:end`` of the flattened base in float32 (a view, or a copy in a work buffer)."""

@@ -49,23 +49,30 @@ class Outliers:
 
 
 class Draws:
-    """Keep where a uniform 16-bit draw falls below a threshold: ``clamp(ceil(threshold - draw), 0, 1)``
-    (float arithmetic: several times faster than a bool mask's conversion). The threshold is one number,
-    or ``slope * rank + intercept`` per entry (della)."""
+    """Keep where a uniform 16-bit draw falls below ``threshold``: ``clamp(ceil(threshold) - draw, 0, 1)``
+    (float arithmetic: several times faster than a bool mask's conversion)."""
 
-    def __init__(self, draws: torch.Tensor, threshold: float, rank: torch.Tensor | None = None,
-                 slope: float = 0.0, spare: torch.Tensor | None = None) -> None:
-        self.draws, self.rank, self.slope, self.spare = draws.reshape(-1), rank, slope, spare
-        if rank is None:  # ceil(t - d) = ceil(t) - d, a float tensor: the draws promote to float32
-            threshold = torch.tensor(float(math.ceil(threshold)), device=draws.device)
-        self.threshold = threshold
+    def __init__(self, draws: torch.Tensor, threshold: float) -> None:
+        self.draws = draws.reshape(-1)
+        # ceil(t - d) = ceil(t) - d; a float tensor, so the int16 draws promote to float32
+        self.threshold = torch.tensor(float(math.ceil(threshold)), device=draws.device)
 
     def block(self, start: int, end: int, out: torch.Tensor) -> torch.Tensor:
-        draws = self.draws[start:end]
-        if self.rank is None:
-            return torch.sub(self.threshold, draws, out=out).clamp_(0, 1)
-        threshold = self.spare[:end - start].copy_(self.rank.reshape(-1)[start:end]).mul_(self.slope)
-        return torch.sub(threshold.add_(self.threshold), draws, out=out).ceil_().clamp_(0, 1)
+        return torch.sub(self.threshold, self.draws[start:end], out=out).clamp_(0, 1)
+
+
+class RankedDraws:
+    """Keep where a uniform 16-bit draw falls below ``slope * rank + intercept`` (della's per-entry
+    threshold): ``clamp(ceil(threshold - draw), 0, 1)``."""
+
+    def __init__(self, draws: torch.Tensor, rank: torch.Tensor, slope: float, intercept: float,
+                 spare: torch.Tensor) -> None:
+        self.draws, self.rank = draws.reshape(-1), rank.reshape(-1)
+        self.slope, self.intercept, self.spare = slope, intercept, spare
+
+    def block(self, start: int, end: int, out: torch.Tensor) -> torch.Tensor:
+        threshold = self.spare[:end - start].copy_(self.rank[start:end]).mul_(self.slope).add_(self.intercept)
+        return torch.sub(threshold, self.draws[start:end], out=out).ceil_().clamp_(0, 1)
 
 
 def magnitude(inputs: MergeInputs, i: int, density: float, **_: object) -> Keep | None:
@@ -83,9 +90,14 @@ def uniform_draws(shape: torch.Size, generator: torch.Generator | None, device: 
     ``words`` when given): a keep probability p is ``draws < below(p)``, exact to 1/65536."""
     count = shape.numel()
     if words is None:
-        words = torch.empty((count + 3) // 4 or 1, dtype=torch.int64, device=device)
+        words = torch.empty(word_count(count), dtype=torch.int64, device=device)
     words.random_(-2**63, None, generator=generator)
     return words.view(torch.int16)[:count].view(shape)
+
+
+def word_count(entries: int) -> int:
+    """How many 64-bit random words :func:`uniform_draws` draws for ``entries`` entries."""
+    return (entries + 3) // 4 or 1
 
 
 def below(probability: float | torch.Tensor) -> float | torch.Tensor:
@@ -94,7 +106,7 @@ def below(probability: float | torch.Tensor) -> float | torch.Tensor:
 
 
 def _draws(inputs: MergeInputs, i: int, generator: torch.Generator | None) -> torch.Tensor:
-    words = inputs.buffer(f"draws {i}", ((inputs.numel + 3) // 4 or 1,), torch.int64)
+    words = inputs.buffer(f"draws {i}", (word_count(inputs.numel),), torch.int64)
     return uniform_draws(inputs.shape, generator, inputs.device, words)
 
 
@@ -129,8 +141,8 @@ def magprune(inputs: MergeInputs, i: int, density: float, epsilon: float = 0.15,
     rank = inputs.row_rank(i)
     span = max(rank.shape[1] - 1, 1)
     # below(density - epsilon + rank * 2 epsilon / span)
-    return Draws(_draws(inputs, i, generator), below(density - epsilon), rank, 2 * epsilon / span * 65536,
-                 inputs.block_buffer(f"draws {i}"))
+    return RankedDraws(_draws(inputs, i, generator), rank, 2 * epsilon / span * 65536, below(density - epsilon),
+                       inputs.block_buffer(f"threshold {i}"))
 
 
 def _rescale_factors(inputs: MergeInputs, keeps: Sequence[Keep | None]) -> list[float]:
@@ -168,7 +180,9 @@ def combine(inputs: MergeInputs, sparsify, elect_signs: bool, weight: Sequence[f
     keeps = [None if sparsify is None else sparsify(inputs, i, density[i], generator=generator,
                                                     **{key: values[i] for key, values in per_source.items()})
              for i in range(count)]
-    weights = [w * f for w, f in zip(weight, _rescale_factors(inputs, keeps))] if rescale else list(weight)
+    weights = list(weight)
+    if rescale and any(keep is not None for keep in keeps):
+        weights = [w * f for w, f in zip(weight, _rescale_factors(inputs, keeps))]
     result = inputs.output()
     flat = result.view(-1)
     total, magnitudes, work = (inputs.block_buffer(name) for name in ("total", "magnitudes", "work"))
