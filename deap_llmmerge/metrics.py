@@ -9,7 +9,9 @@ Every benchmark kind is measured from three per-row statistics of the scored pos
 - ``text``: loss as above; accuracy = sum(right) / sum(tokens) (next-token top-1);
 - ``multiple_choice``: accuracy = share of items whose correct choice has the highest log-likelihood per
   unit of ``norm_length`` (lm-evaluation-harness ``acc_norm``, per character by default); loss =
-  sum(nll) / sum(tokens) over the correct choices' tokens.
+  sum(nll) / sum(tokens) over the correct choices' tokens; ``choice_loss`` = the mean over items of
+  -log softmax(the choices' normalised log-likelihoods)[correct], a smooth stand-in for ``acc_norm``
+  (it moves with every item's margin, where accuracy moves only when an item flips).
 
 The original design's ``calculate_accuracy`` / ``calculate_loss`` keep their form,
 ``fn(logits, labels) -> (total, count)`` per batch, value ``sum(total) / sum(count)``; users may pass their own.
@@ -26,8 +28,8 @@ from torch import nn
 
 from .data import IGNORE_INDEX, Batch, BenchmarkData
 
-__all__ = ["Metric", "calculate_accuracy", "calculate_loss", "score", "KIND_METRICS", "METRIC_DIRECTIONS",
-           "RowStatistics", "row_statistics", "benchmark_metrics", "model_inputs", "eval_mode"]
+__all__ = ["Metric", "calculate_accuracy", "calculate_loss", "score", "KIND_METRICS", "KIND_METRIC_NAMES",
+           "METRIC_DIRECTIONS", "RowStatistics", "row_statistics", "benchmark_metrics", "model_inputs", "eval_mode"]
 
 Metric = Callable[[torch.Tensor, torch.Tensor], tuple]
 
@@ -100,15 +102,17 @@ def _text_metrics(stats: RowStatistics, data: BenchmarkData) -> dict[str, float]
 def _multiple_choice_metrics(stats: RowStatistics, data: BenchmarkData) -> dict[str, float]:
     item, correct = data.item.cpu(), data.correct.cpu()
     normalised = -stats.nll / data.norm_length.cpu().clamp(min=1e-9)
-    right = 0
+    right, choice_nll = 0, 0.0
     items = torch.unique_consecutive(item, return_counts=True)[1].tolist()
     start = 0
     for count in items:
         choices = slice(start, start + count)
         right += bool(correct[choices][int(torch.argmax(normalised[choices]))])
+        choice_nll -= float(torch.log_softmax(normalised[choices], dim=0)[correct[choices]].sum())
         start += count
     return {"accuracy": right / len(items),
-            "loss": float(stats.nll[correct].sum() / stats.tokens[correct].sum())}
+            "loss": float(stats.nll[correct].sum() / stats.tokens[correct].sum()),
+            "choice_loss": choice_nll / len(items)}
 
 
 KIND_METRICS: dict[str, Callable[[RowStatistics, BenchmarkData], dict[str, float]]] = {
@@ -116,6 +120,13 @@ KIND_METRICS: dict[str, Callable[[RowStatistics, BenchmarkData], dict[str, float
     "completion": _sequence_metrics,
     "text": _text_metrics,
     "multiple_choice": _multiple_choice_metrics,
+}
+# What each kind's metrics function returns (objectives are checked against it before a run starts).
+KIND_METRIC_NAMES: dict[str, tuple[str, ...]] = {
+    "tensors": ("accuracy", "loss"),
+    "completion": ("accuracy", "loss"),
+    "text": ("accuracy", "loss", "perplexity"),
+    "multiple_choice": ("accuracy", "loss", "choice_loss"),
 }
 
 

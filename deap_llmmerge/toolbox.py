@@ -16,7 +16,7 @@ from .errors import ConfigError
 from .evaluation import Evaluator
 from .genomes import GenomeFamily, GenomeSpace, get_family
 from .genomes.methods import default_search_methods
-from .metrics import Metric
+from .metrics import KIND_METRIC_NAMES, Metric
 from .objectives import SINGLE, Objective, parse_objectives
 from .scoring_map import CachedMap
 from .selection import selParetoTournament
@@ -105,7 +105,8 @@ def make_toolbox(
     for name, data in benchmarks.items():
         label = "benchmark" if name == SINGLE else f"benchmark {name!r}"
         data.check_against(pool.vocab_size, pool.max_positions, label)
-    goals: tuple[Objective, ...] = parse_objectives(objectives, list(benchmarks))
+    measured = {name: tuple(metrics) if metrics else KIND_METRIC_NAMES[data.kind] for name, data in benchmarks.items()}
+    goals: tuple[Objective, ...] = parse_objectives(objectives, list(benchmarks), measured)
     fitness_weights = tuple(weights) if weights is not None else tuple(o.weight for o in goals)
     if len(fitness_weights) != len(goals):
         raise ConfigError(f"{len(goals)} objectives but {len(fitness_weights)} fitness weights")

@@ -44,7 +44,7 @@ def test_multiple_choice_metrics_match_the_reference(tmp_path):
     tokenizer, model = tiny_tokenizer(), tiny_model("llama", 5)
     data = build_benchmark("multiple_choice", write_jsonl(tmp_path / "mc.jsonl", MC), tokenizer)
     assert data.kind == "multiple_choice" and len(data) == sum(len(item["choices"]) for item in MC)
-    right, nll, tokens = 0, 0.0, 0
+    right, nll, tokens, choice_nll = 0, 0.0, 0, 0.0
     for item in MC:
         scores = []
         for j, choice in enumerate(item["choices"]):
@@ -55,9 +55,12 @@ def test_multiple_choice_metrics_match_the_reference(tmp_path):
                 nll -= ll
                 tokens += len(continuation)
         right += max(range(len(scores)), key=lambda j: scores[j]) == item["answer"]
+        # the correct choice's share of exp(normalised log-likelihood) over the item's choices
+        choice_nll -= math.log(math.exp(scores[item["answer"]]) / sum(math.exp(s) for s in scores))
     metrics = benchmark_metrics(model, data, batch_size=3)
     assert metrics["accuracy"] == right / len(MC)
     assert math.isclose(metrics["loss"], nll / tokens, rel_tol=1e-5)
+    assert math.isclose(metrics["choice_loss"], choice_nll / len(MC), rel_tol=1e-5)
 
 
 def test_choices_of_one_item_stay_in_one_batch(tmp_path):
@@ -196,13 +199,39 @@ def test_a_config_names_jsonl_and_text_benchmarks_directly(tmp_path, saved_llama
               "benchmark": {"qa": {"path": "mc.jsonl", "kind": "multiple_choice"},
                             "play": {"path": "play.txt", "window": 32}},
               "validation": {"qa": {"path": "mc.jsonl", "kind": "multiple_choice", "max_items": 2}},
-              "objectives": ["qa.accuracy", "play.loss"], "ga": {"population_size": 4, "max_generations": 1}}
+              "objectives": ["qa.accuracy", "qa.choice_loss", "play.loss"],
+              "ga": {"population_size": 4, "max_generations": 1}}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     result = cli("run", tmp_path / "c.yaml", "--output", tmp_path / "out")
     assert result.returncode == 0, result.stderr
     recipe = json.loads((tmp_path / "out" / "recipe.json").read_text())
-    assert recipe["objectives"] == ["qa.accuracy", "play.loss"] and set(recipe["validation"]) == {"qa"}
+    assert recipe["objectives"] == ["qa.accuracy", "qa.choice_loss", "play.loss"]
+    assert set(recipe["validation"]) == {"qa"}
+    assert len(recipe["fitness"]) == 3 and recipe["fitness"][1] > 0
     missing_kind = {**config, "benchmark": {"qa": {"path": "mc.jsonl"}}}
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(missing_kind))
     refused = cli("run", tmp_path / "bad.yaml", "--output", tmp_path / "out2")
     assert refused.returncode == 1 and "say which kind mc.jsonl holds" in refused.stderr
+
+
+@pytest.mark.parametrize(("objective", "message"), [
+    ("play.choice_loss", "objective 'play.choice_loss': benchmark 'play' does not measure 'choice_loss'; "
+                         "it measures accuracy, loss, perplexity"),
+    ("qa.perplexity", "objective 'qa.perplexity': benchmark 'qa' does not measure 'perplexity'; "
+                      "it measures accuracy, loss, choice_loss"),
+])
+def test_an_objective_the_benchmark_kind_does_not_measure_is_refused_before_the_run(tmp_path, saved_llamas,
+                                                                                      objective, message):
+    import yaml
+
+    tiny_tokenizer().save_pretrained(tmp_path / "tok")
+    write_jsonl(tmp_path / "mc.jsonl", MC)
+    (tmp_path / "play.txt").write_text(TEXT)
+    config = {"models": [str(p) for p in saved_llamas], "tokenizer": "tok",
+              "benchmark": {"qa": {"path": "mc.jsonl", "kind": "multiple_choice"},
+                            "play": {"path": "play.txt", "window": 32}},
+              "objectives": ["qa.accuracy", objective], "ga": {"population_size": 4, "max_generations": 1}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    refused = cli("run", tmp_path / "c.yaml", "--output", tmp_path / "out")
+    assert refused.returncode == 1 and refused.stderr.strip().splitlines() == [f"deap-llmmerge: error: {message}"]
+    assert not (tmp_path / "out").exists()
