@@ -31,17 +31,20 @@ def _score_folder(task: tuple) -> tuple[str, dict]:
 
 def _members(recipe: dict) -> dict[str, int | None]:
     """Which of a run's merges to score held out: the best (tournament) or three front members (NSGA-II):
-    best on the QA objective (accuracy, or choice loss), best on Shakespeare loss, and the one with the best
-    sum of both ranks."""
+    best on the QA objective (accuracy, or choice loss), best on Shakespeare loss, and the balanced one: the
+    member nearest the ideal point once each objective is scaled to [0, 1] over the front (the front's
+    knee; on a two-objective front every member's two ranks add up to the same, so ranks cannot choose)."""
     front = recipe.get("front")
     if not front:
         return {"best": None}
-    points = [member["fitness"] for member in front]
     up = 1.0 if recipe.get("objectives", ["qa.accuracy"])[0].endswith("accuracy") else -1.0
-    by_qa = sorted(range(len(points)), key=lambda i: -up * points[i][0])
-    by_play = sorted(range(len(points)), key=lambda i: points[i][1])
-    balanced = min(range(len(points)), key=lambda i: by_qa.index(i) + by_play.index(i))
-    return {"best QA": by_qa[0], "balanced": balanced, "best play": by_play[0]}
+    points = [(-up * member["fitness"][0], member["fitness"][1]) for member in front]  # both: lower is better
+    by_qa = min(range(len(points)), key=lambda i: points[i])
+    by_play = min(range(len(points)), key=lambda i: (points[i][1], points[i][0]))
+    low = [min(p[k] for p in points) for k in (0, 1)]
+    span = [max(p[k] for p in points) - low[k] or 1.0 for k in (0, 1)]
+    balanced = min(range(len(points)), key=lambda i: sum(((points[i][k] - low[k]) / span[k]) ** 2 for k in (0, 1)))
+    return {"best QA": by_qa, "balanced": balanced, "best play": by_play}
 
 
 def _baselines(setup: dict, folder: Path) -> dict[str, Path]:
