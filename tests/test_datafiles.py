@@ -204,18 +204,22 @@ def test_non_utf8_files_are_named(tmp_path):
         build_benchmark("text", tmp_path / "latin.txt", tiny_tokenizer())
 
 
-def test_a_config_names_jsonl_and_text_benchmarks_directly(tmp_path, saved_llamas):
-    import yaml
-
+def qa_and_play_config(tmp_path, saved_llamas, objectives):
+    """A run config over a multiple-choice file and a text file (both written to ``tmp_path``)."""
     tiny_tokenizer().save_pretrained(tmp_path / "tok")
     write_jsonl(tmp_path / "mc.jsonl", MC)
     (tmp_path / "play.txt").write_text(TEXT)
-    config = {"models": [str(p) for p in saved_llamas], "tokenizer": "tok",
-              "benchmark": {"qa": {"path": "mc.jsonl", "kind": "multiple_choice"},
-                            "play": {"path": "play.txt", "window": 32}},
-              "validation": {"qa": {"path": "mc.jsonl", "kind": "multiple_choice", "max_items": 2}},
-              "objectives": ["qa.accuracy", "qa.choice_loss", "play.loss"],
-              "ga": {"population_size": 4, "max_generations": 1}}
+    return {"models": [str(p) for p in saved_llamas], "tokenizer": "tok",
+            "benchmark": {"qa": {"path": "mc.jsonl", "kind": "multiple_choice"},
+                          "play": {"path": "play.txt", "window": 32}},
+            "objectives": objectives, "ga": {"population_size": 4, "max_generations": 1}}
+
+
+def test_a_config_names_jsonl_and_text_benchmarks_directly(tmp_path, saved_llamas):
+    import yaml
+
+    config = {**qa_and_play_config(tmp_path, saved_llamas, ["qa.accuracy", "qa.choice_loss", "play.loss"]),
+              "validation": {"qa": {"path": "mc.jsonl", "kind": "multiple_choice", "max_items": 2}}}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     result = cli("run", tmp_path / "c.yaml", "--output", tmp_path / "out")
     assert result.returncode == 0, result.stderr
@@ -239,13 +243,7 @@ def test_an_objective_the_benchmark_kind_does_not_measure_is_refused_before_the_
                                                                                       objective, message):
     import yaml
 
-    tiny_tokenizer().save_pretrained(tmp_path / "tok")
-    write_jsonl(tmp_path / "mc.jsonl", MC)
-    (tmp_path / "play.txt").write_text(TEXT)
-    config = {"models": [str(p) for p in saved_llamas], "tokenizer": "tok",
-              "benchmark": {"qa": {"path": "mc.jsonl", "kind": "multiple_choice"},
-                            "play": {"path": "play.txt", "window": 32}},
-              "objectives": ["qa.accuracy", objective], "ga": {"population_size": 4, "max_generations": 1}}
+    config = qa_and_play_config(tmp_path, saved_llamas, ["qa.accuracy", objective])
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     refused = cli("run", tmp_path / "c.yaml", "--output", tmp_path / "out")
     assert refused.returncode == 1 and refused.stderr.strip().splitlines() == [f"deap-llmmerge: error: {message}"]
