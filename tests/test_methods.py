@@ -182,6 +182,19 @@ def test_della_keeps_large_entries_more_often():
     assert kept[:100].mean() < 0.3 < 0.7 < kept[-100:].mean()
 
 
+def test_della_ranks_magnitudes_within_rows_ties_in_column_order():
+    """The rank della's keep probability rises with: a plain stable argsort of |entry| per row, on bf16-like
+    rows full of ties (equal magnitudes of either sign, zeros)."""
+    from deap_llmmerge.methods.inputs import _row_rank
+
+    rows = (torch.randn(7, 300, generator=torch.Generator().manual_seed(0)) * 4).round() / 4
+    rows[:, ::9] = 0.0
+    order = torch.argsort(rows.abs(), dim=1, stable=True)
+    want = torch.argsort(order, dim=1)  # the position of each column in its row's order
+    got = _row_rank(rows)
+    assert got.dtype == torch.int32 and torch.equal(got.long(), want)
+
+
 def test_model_stock_interpolates_by_the_mean_cosine():
     deltas = [(t - BASE).flatten() for t in (A, B, C)]
     cosines = [torch.dot(x, y) / (x.norm() * y.norm()) for i, x in enumerate(deltas) for y in deltas[i + 1:]]

@@ -229,10 +229,28 @@ class MergeInputs:
         def make() -> torch.Tensor:
             delta = self.delta(i)
             rows = delta.reshape(delta.shape[0], -1) if delta.dim() >= 2 else delta.reshape(1, -1)
-            # sorting magnitudes as their int32 bits (the same order) is a third faster than as floats
-            order = torch.sort(rows.abs().view(torch.int32), dim=1, stable=True).indices
-            rank = torch.empty_like(order, dtype=torch.int32)
-            return rank.scatter_(1, order, torch.arange(rows.shape[1], dtype=torch.int32, device=order.device)
-                                 .expand_as(order))
+            return _row_rank(rows)
 
         return self._cached(i, "row_rank", make)
+
+
+def _row_rank(rows: torch.Tensor) -> torch.Tensor:
+    """Per entry of a 2-d float32 tensor, its rank by magnitude within its row, ties in column order (int32).
+
+    Each entry's int64 key holds its magnitude's float32 bits (the sign bit cleared: ordered as the
+    magnitudes are) in the high half and its column in the low half. The keys are distinct, so every sort
+    gives the same order on every CPU and GPU, and sorting the keys alone carries the permutation in their
+    low halves. On CPU, numpy's vectorised sort of the keys is 4-9x faster than torch's stable argsort."""
+    r, n = rows.shape
+    keys = torch.empty((r, n), dtype=torch.int64, device=rows.device)
+    halves = keys.view(torch.int32).view(r, n, 2)
+    low, high = (0, 1) if sys.byteorder == "little" else (1, 0)
+    halves[..., low] = torch.arange(n, dtype=torch.int32, device=rows.device)
+    torch.bitwise_and(rows.contiguous().view(torch.int32), 0x7FFFFFFF, out=halves[..., high])
+    if keys.device.type == "cpu":
+        keys.numpy().sort(axis=1)
+    else:
+        keys = torch.sort(keys, dim=1).values
+    order = keys.bitwise_and_(0xFFFFFFFF)
+    rank = torch.empty((r, n), dtype=torch.int32, device=rows.device)
+    return rank.scatter_(1, order, torch.arange(n, dtype=torch.int32, device=rows.device).expand(r, n))
