@@ -7,10 +7,11 @@ QA task (ARC-Easy, ARC-Challenge, SciQ, PIQA, BoolQ; multiple choice, acc_norm, 
 Held out: other items of the same tasks (accuracy with a 95% interval) and *Macbeth* (loss with a 95%
 interval over windows). Searches: choice, blend and methods (ties, dare_ties) genomes with NSGA-II over
 (QA accuracy, Shakespeare loss), and the ties genome with tournament selection (QA accuracy first, loss
-breaking ties); ``--all`` adds tournament searches for the other three. Baselines: the base, each
-expert, the uniform average, task arithmetic and TIES at mergekit's defaults, and random search over the
-ties genome with as many evaluations as a search. Every search runs
-``deap-llmmerge run --workers 2`` (SCOOP). Results: experiments/results/smollm2/ (or smollm2-quick/).
+breaking ties); ``--all`` adds tournament searches for the other three and two NSGA-II searches over
+coarser methods genomes (task arithmetic per third of the network, one TIES recipe for all of it).
+Baselines: the base, each expert, the uniform average, task arithmetic and TIES at mergekit's defaults, and
+random search over the genome of the first methods search run, with as many evaluations as that search.
+Every search runs ``deap-llmmerge run --workers 2`` (SCOOP). Results: experiments/results/smollm2/ (or smollm2-quick/).
 
     .venv/bin/pip install -e '.[experiments]'
     .venv/bin/python experiments/smollm2_study.py [--quick]
@@ -60,6 +61,12 @@ SEARCHES = {  # label: (genome settings, selection)
     "dare_ties NSGA-II": ({"genome": "methods", "method": "dare_ties", "genome_granularity": "group:5"}, "nsga2"),
     "dare_ties tournament": ({"genome": "methods", "method": "dare_ties", "genome_granularity": "group:5"},
                              "tournament"),
+    # fewer genes: one task-arithmetic weight per source for the embeddings, each third of the layers, the
+    # final norm (and an untied head); no normalisation, so the weights set each task vector's strength
+    "task_arithmetic NSGA-II": ({"genome": "methods", "method": "task_arithmetic", "genome_granularity": "group:10"},
+                                "nsga2"),
+    # fewer still: one weight and density per source for the whole network
+    "ties global NSGA-II": ({"genome": "methods", "method": "ties", "genome_granularity": "global"}, "nsga2"),
 }
 # The committed full run: every genome family with NSGA-II, and tournament selection on the ties genome
 # (the eight searches above take about twice as long; ``--all`` runs them).
@@ -181,7 +188,7 @@ def score_held_out(model, data: dict) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small experts and budget (under 15 minutes)")
-    parser.add_argument("--all", action="store_true", help="all eight searches (the full run takes five)")
+    parser.add_argument("--all", action="store_true", help=f"all {len(SEARCHES)} searches (the full run takes five)")
     parser.add_argument("--fitness-items", type=int, metavar="N",
                         help="QA fitness items per task (full: up to 44; a study of its own, results in "
                              "smollm2-fitnessN/)")
@@ -205,8 +212,12 @@ def main() -> int:
     print(f"models and data ready in {time.time() - started:.0f} s", flush=True)
     labels = args.only or (QUICK_SEARCHES if args.quick else tuple(SEARCHES) if args.all else FULL_SEARCHES)
     runs = {label: run_search(setup, label, *SEARCHES[label]) for label in labels}
+    # the random search draws the genome of the first methods search, as many times as that search evaluated
+    random_of = next(((label, SEARCHES[label][0]) for label in labels if SEARCHES[label][0]["genome"] == "methods"),
+                     None)
     write_report(setup, runs, held_out_data(setup), score_held_out, setup["results"],
-                 command="python " + " ".join(["experiments/smollm2_study.py", *sys.argv[1:]]), started=started)
+                 command="python " + " ".join(["experiments/smollm2_study.py", *sys.argv[1:]]), started=started,
+                 random_of=random_of)
     print(f"results in {setup['results'].relative_to(ROOT)}; total {time.time() - started:.0f} s")
     return 0
 

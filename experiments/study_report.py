@@ -12,8 +12,6 @@ from pathlib import Path
 
 import torch
 
-RANDOM_SEARCH = "random search (ties genome)"
-
 
 def _load(folder: Path):
     from transformers import AutoModelForCausalLM
@@ -65,9 +63,9 @@ def _baselines(setup: dict, folder: Path) -> dict[str, Path]:
     return paths
 
 
-def _random_search(setup: dict, runs: dict[str, Path], folder: Path) -> tuple[Path, dict]:
-    """As many random ties genomes as the ties NSGA-II search evaluated, scored on the fitness data; a
-    recipe-like record of their Pareto front."""
+def _random_search(setup: dict, reference: Path, genome: dict, folder: Path) -> tuple[Path, dict]:
+    """As many random genomes (of the ``reference`` search's ``genome`` settings) as that search evaluated,
+    scored on the fitness data; a recipe-like record of their Pareto front."""
     out = folder / "random-search.json"
     if out.exists():
         return out, json.loads(out.read_text())
@@ -77,11 +75,8 @@ def _random_search(setup: dict, runs: dict[str, Path], folder: Path) -> tuple[Pa
     from deap_llmmerge.config import RunConfig
     from deap_llmmerge.runner import build_ga
 
-    reference = next((json.loads((run / "recipe.json").read_text()) for label, run in runs.items()
-                      if label.startswith("ties")), None)
-    evaluations = reference["run"]["evaluations"] if reference else 16
-    config = RunConfig.model_validate({**setup["config"], "genome": "methods", "method": "ties",
-                                       "genome_granularity": "group:5", "selection": "nsga2",
+    evaluations = json.loads((reference / "recipe.json").read_text())["run"]["evaluations"]
+    config = RunConfig.model_validate({**setup["config"], **genome, "selection": "nsga2",
                                        "ga": {"population_size": 2, "max_generations": 0}})
     pool = PoolMap(2)
     started = time.time()
@@ -113,7 +108,9 @@ def _export(run: Path, member: int | None, out: Path) -> Path:
 
 
 def write_report(setup: dict, runs: dict[str, Path], held_out: dict, score: Callable, results: Path, command: str,
-                 started: float) -> None:
+                 started: float, random_of: tuple[str, dict] | None = None) -> None:
+    """The held-out table of the baselines and ``runs``' merges, and of a random search with the genome
+    settings and the evaluation count of the search ``random_of`` names (label, genome settings)."""
     models = setup["work"] / "models"
     models.mkdir(parents=True, exist_ok=True)
     rows: dict[str, dict] = {}
@@ -128,18 +125,18 @@ def write_report(setup: dict, runs: dict[str, Path], held_out: dict, score: Call
                                         "evaluations": recipe["run"]["evaluations"],
                                         "seconds": float((run / "wall_seconds.txt").read_text())
                                         if (run / "wall_seconds.txt").exists() else None}
-    record_path, record = _random_search(setup, runs, models)
-    fake_run = models / "random-search-run"
-    fake_run.mkdir(exist_ok=True)
-    ties_recipe = json.loads((next(r for label, r in runs.items() if label.startswith("ties")) / "recipe.json")
-                             .read_text())
-    (fake_run / "recipe.json").write_text(json.dumps({**ties_recipe, **record, "plan": record["front"][0]["plan"]}))
-    for name, member in _members(record).items():
-        folder = _export(fake_run, member, models / f"random-{member}")
-        rows[f"{RANDOM_SEARCH}: {name}"] = {"folder": folder, "kind": "random",
-                                            "fitness": record["front"][member]["fitness"],
-                                            "evaluations": record["run"]["evaluations"],
-                                            "seconds": record["wall_seconds"]}
+    if random_of is not None:
+        label, genome = random_of
+        record_path, record = _random_search(setup, runs[label], genome, models)
+        fake_run = models / "random-search-run"
+        fake_run.mkdir(exist_ok=True)
+        reference = json.loads((runs[label] / "recipe.json").read_text())
+        (fake_run / "recipe.json").write_text(json.dumps({**reference, **record, "plan": record["front"][0]["plan"]}))
+        for name, member in _members(record).items():
+            folder = _export(fake_run, member, models / f"random-{member}")
+            rows[f"random search ({genome['method']} genome): {name}"] = {
+                "folder": folder, "kind": "random", "fitness": record["front"][member]["fitness"],
+                "evaluations": record["run"]["evaluations"], "seconds": record["wall_seconds"]}
     cache = setup["work"] / "held-out.json"
     scores = json.loads(cache.read_text()) if cache.exists() else {}
     todo = list(dict.fromkeys(str(row["folder"]) for row in rows.values() if str(row["folder"]) not in scores))
