@@ -198,6 +198,9 @@ def main() -> int:
                         help="what the searches maximise on the QA fitness items: accuracy (acc_norm), or "
                              "minimise choice_loss, its smooth stand-in (a study of its own, in "
                              "smollm2-...-choiceloss/); held out is always accuracy")
+    parser.add_argument("--whole-front", action="store_true",
+                        help="score every member of each NSGA-II front held out, not only the best QA, the knee "
+                             "and the best play")
     parser.add_argument("--only", nargs="+", choices=list(SEARCHES), metavar="SEARCH",
                         help=f"these searches only (of: {', '.join(SEARCHES)})")
     args = parser.parse_args()
@@ -217,7 +220,7 @@ def main() -> int:
                      None)
     write_report(setup, runs, held_out_data(setup), score_held_out, setup["results"],
                  command="python " + " ".join(["experiments/smollm2_study.py", *sys.argv[1:]]), started=started,
-                 random_of=random_of)
+                 random_of=random_of, whole_front=args.whole_front)
     print(f"results in {setup['results'].relative_to(ROOT)}; total {time.time() - started:.0f} s")
     return 0
 

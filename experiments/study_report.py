@@ -27,11 +27,12 @@ def _score_folder(task: tuple) -> tuple[str, dict]:
     return str(folder), score(_load(Path(folder)), data)
 
 
-def _members(recipe: dict) -> dict[str, int | None]:
+def _members(recipe: dict, whole_front: bool = False) -> dict[str, int | None]:
     """Which of a run's merges to score held out: the best (tournament) or three front members (NSGA-II):
     best on the QA objective (accuracy, or choice loss), best on Shakespeare loss, and the balanced one: the
     member nearest the ideal point once each objective is scaled to [0, 1] over the front (the front's
-    knee; on a two-objective front every member's two ranks add up to the same, so ranks cannot choose)."""
+    knee; on a two-objective front every member's two ranks add up to the same, so ranks cannot choose);
+    with ``whole_front``, every other front member too, in the front's order (best QA first)."""
     front = recipe.get("front")
     if not front:
         return {"best": None}
@@ -42,7 +43,9 @@ def _members(recipe: dict) -> dict[str, int | None]:
     low = [min(p[k] for p in points) for k in (0, 1)]
     span = [max(p[k] for p in points) - low[k] or 1.0 for k in (0, 1)]
     balanced = min(range(len(points)), key=lambda i: sum(((points[i][k] - low[k]) / span[k]) ** 2 for k in (0, 1)))
-    return {"best QA": by_qa, "balanced": balanced, "best play": by_play}
+    named = {"best QA": by_qa, "balanced": balanced, "best play": by_play}
+    others = sorted((i for i in range(len(points)) if whole_front and i not in named.values()), key=lambda i: points[i])
+    return {**named, **{f"front member {i}": i for i in others}}
 
 
 def _baselines(setup: dict, folder: Path) -> dict[str, Path]:
@@ -108,9 +111,10 @@ def _export(run: Path, member: int | None, out: Path) -> Path:
 
 
 def write_report(setup: dict, runs: dict[str, Path], held_out: dict, score: Callable, results: Path, command: str,
-                 started: float, random_of: tuple[str, dict] | None = None) -> None:
+                 started: float, random_of: tuple[str, dict] | None = None, whole_front: bool = False) -> None:
     """The held-out table of the baselines and ``runs``' merges, and of a random search with the genome
-    settings and the evaluation count of the search ``random_of`` names (label, genome settings)."""
+    settings and the evaluation count of the search ``random_of`` names (label, genome settings); every
+    front member held out with ``whole_front``, else three (see :func:`_members`)."""
     models = setup["work"] / "models"
     models.mkdir(parents=True, exist_ok=True)
     rows: dict[str, dict] = {}
@@ -118,7 +122,7 @@ def write_report(setup: dict, runs: dict[str, Path], held_out: dict, score: Call
         rows[label] = {"folder": path, "kind": "baseline"}
     for label, run in runs.items():
         recipe = json.loads((run / "recipe.json").read_text())
-        for name, member in _members(recipe).items():
+        for name, member in _members(recipe, whole_front).items():
             fitness = recipe["fitness"] if member is None else recipe["front"][member]["fitness"]
             folder = _export(run, member, models / f"{run.name}-{'best' if member is None else member}")
             rows[f"{label}: {name}"] = {"folder": folder, "kind": "evolved", "fitness": fitness,
@@ -132,7 +136,7 @@ def write_report(setup: dict, runs: dict[str, Path], held_out: dict, score: Call
         fake_run.mkdir(exist_ok=True)
         reference = json.loads((runs[label] / "recipe.json").read_text())
         (fake_run / "recipe.json").write_text(json.dumps({**reference, **record, "plan": record["front"][0]["plan"]}))
-        for name, member in _members(record).items():
+        for name, member in _members(record, whole_front).items():
             folder = _export(fake_run, member, models / f"random-{member}")
             rows[f"random search ({genome['method']} genome): {name}"] = {
                 "folder": folder, "kind": "random", "fitness": record["front"][member]["fitness"],
