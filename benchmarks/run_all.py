@@ -78,10 +78,12 @@ def main() -> None:
             sections[name] = f"### {name}\n\nfailed: {tail[0]}"
         else:
             took, day = time.time() - started, time.strftime("%F")
-            sections[name] = f"{done.stdout.strip()}\n\n(`python benchmarks/{script}`, {took:.0f} s, {day})"
+            where = f"`python benchmarks/{script}`, {took:.0f} s, {day}; {machine()}"
+            sections[name] = f"{done.stdout.strip()}\n\n({where})"
         print(sections[name] + "\n", flush=True)
-    header = (f"# Speed\n\nWritten by `make bench` ({machine()}). One torch thread per process; every figure is a "
-              "ratio against a baseline timed in the same run.\n")
+    header = ("# Speed\n\nWritten by `make bench` (`--only` reruns some sections and keeps the others). One torch "
+              "thread per process; every figure is a ratio against a baseline timed in the same run, on the machine "
+              "its section names.\n")
     body = "\n\n".join(f"{MARK.format(name)}\n{sections[name]}" for name in BENCHMARKS if name in sections)
     args.output.write_text(header + "\n" + body + "\n")
     print(f"wrote {args.output}")
