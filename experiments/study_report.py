@@ -66,10 +66,16 @@ def _baselines(setup: dict, folder: Path) -> dict[str, Path]:
     return paths
 
 
+def _genome_tag(genome: dict) -> str:
+    """A file-name tag of a random search's genome settings: its cached draws and exported members are only
+    reused by a search over the same genome."""
+    return f"{genome['method']}-{genome.get('genome_granularity', 'layer').replace(':', '')}"
+
+
 def _random_search(setup: dict, reference: Path, genome: dict, folder: Path) -> tuple[Path, dict]:
     """As many random genomes (of the ``reference`` search's ``genome`` settings) as that search evaluated,
     scored on the fitness data; a recipe-like record of their Pareto front."""
-    out = folder / "random-search.json"
+    out = folder / f"random-search-{_genome_tag(genome)}.json"
     if out.exists():
         return out, json.loads(out.read_text())
     from deap import tools
@@ -132,12 +138,12 @@ def write_report(setup: dict, runs: dict[str, Path], held_out: dict, score: Call
     if random_of is not None:
         label, genome = random_of
         record_path, record = _random_search(setup, runs[label], genome, models)
-        fake_run = models / "random-search-run"
+        fake_run = models / f"random-search-{_genome_tag(genome)}-run"
         fake_run.mkdir(exist_ok=True)
         reference = json.loads((runs[label] / "recipe.json").read_text())
         (fake_run / "recipe.json").write_text(json.dumps({**reference, **record, "plan": record["front"][0]["plan"]}))
         for name, member in _members(record, whole_front).items():
-            folder = _export(fake_run, member, models / f"random-{member}")
+            folder = _export(fake_run, member, models / f"random-{_genome_tag(genome)}-{member}")
             rows[f"random search ({genome['method']} genome): {name}"] = {
                 "folder": folder, "kind": "random", "fitness": record["front"][member]["fitness"],
                 "evaluations": record["run"]["evaluations"], "seconds": record["wall_seconds"]}
