@@ -69,7 +69,7 @@ SEARCHES = {  # label: (genome settings, selection)
     "ties global NSGA-II": ({"genome": "methods", "method": "ties", "genome_granularity": "global"}, "nsga2"),
 }
 # The committed full run: every genome family with NSGA-II, and tournament selection on the ties genome
-# (the eight searches above take about twice as long; ``--all`` runs them).
+# (all the searches above take longer; ``--all`` runs them).
 FULL_SEARCHES = ("choice NSGA-II", "blend NSGA-II", "ties NSGA-II", "ties tournament", "dare_ties NSGA-II")
 QUICK_SEARCHES = ("ties NSGA-II", "choice tournament")
 

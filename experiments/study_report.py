@@ -44,7 +44,9 @@ def _members(recipe: dict, whole_front: bool = False) -> dict[str, int | None]:
     span = [max(p[k] for p in points) - low[k] or 1.0 for k in (0, 1)]
     balanced = min(range(len(points)), key=lambda i: sum(((points[i][k] - low[k]) / span[k]) ** 2 for k in (0, 1)))
     named = {"best QA": by_qa, "balanced": balanced, "best play": by_play}
-    others = sorted((i for i in range(len(points)) if whole_front and i not in named.values()), key=lambda i: points[i])
+    if not whole_front:
+        return named
+    others = sorted((i for i in range(len(points)) if i not in named.values()), key=lambda i: points[i])
     return {**named, **{f"front member {i}": i for i in others}}
 
 
@@ -72,19 +74,19 @@ def _genome_tag(genome: dict) -> str:
     return f"{genome['method']}-{genome.get('genome_granularity', 'layer').replace(':', '')}"
 
 
-def _random_search(setup: dict, reference: Path, genome: dict, folder: Path) -> tuple[Path, dict]:
-    """As many random genomes (of the ``reference`` search's ``genome`` settings) as that search evaluated,
-    scored on the fitness data; a recipe-like record of their Pareto front."""
-    out = folder / f"random-search-{_genome_tag(genome)}.json"
+def _random_search(setup: dict, reference: dict, genome: dict, out: Path) -> dict:
+    """As many random genomes (of the ``reference`` search's ``genome`` settings) as that search evaluated
+    (``reference`` is its recipe), scored on the fitness data; a recipe-like record of their Pareto front,
+    cached in ``out``."""
     if out.exists():
-        return out, json.loads(out.read_text())
+        return json.loads(out.read_text())
     from deap import tools
 
     from deap_llmmerge import PoolMap
     from deap_llmmerge.config import RunConfig
     from deap_llmmerge.runner import build_ga
 
-    evaluations = json.loads((reference / "recipe.json").read_text())["run"]["evaluations"]
+    evaluations = reference["run"]["evaluations"]
     config = RunConfig.model_validate({**setup["config"], **genome, "selection": "nsga2",
                                        "ga": {"population_size": 2, "max_generations": 0}})
     pool = PoolMap(2)
@@ -104,7 +106,7 @@ def _random_search(setup: dict, reference: Path, genome: dict, folder: Path) -> 
     finally:
         pool.close()
     out.write_text(json.dumps(record))
-    return out, record
+    return record
 
 
 def _export(run: Path, member: int | None, out: Path) -> Path:
@@ -126,8 +128,9 @@ def write_report(setup: dict, runs: dict[str, Path], held_out: dict, score: Call
     rows: dict[str, dict] = {}
     for label, path in _baselines(setup, models).items():
         rows[label] = {"folder": path, "kind": "baseline"}
+    recipes = {label: json.loads((run / "recipe.json").read_text()) for label, run in runs.items()}
     for label, run in runs.items():
-        recipe = json.loads((run / "recipe.json").read_text())
+        recipe = recipes[label]
         for name, member in _members(recipe, whole_front).items():
             fitness = recipe["fitness"] if member is None else recipe["front"][member]["fitness"]
             folder = _export(run, member, models / f"{run.name}-{'best' if member is None else member}")
@@ -137,13 +140,14 @@ def write_report(setup: dict, runs: dict[str, Path], held_out: dict, score: Call
                                         if (run / "wall_seconds.txt").exists() else None}
     if random_of is not None:
         label, genome = random_of
-        record_path, record = _random_search(setup, runs[label], genome, models)
-        fake_run = models / f"random-search-{_genome_tag(genome)}-run"
+        tag = _genome_tag(genome)
+        record = _random_search(setup, recipes[label], genome, models / f"random-search-{tag}.json")
+        fake_run = models / f"random-search-{tag}-run"
         fake_run.mkdir(exist_ok=True)
-        reference = json.loads((runs[label] / "recipe.json").read_text())
-        (fake_run / "recipe.json").write_text(json.dumps({**reference, **record, "plan": record["front"][0]["plan"]}))
+        (fake_run / "recipe.json").write_text(json.dumps({**recipes[label], **record,
+                                                          "plan": record["front"][0]["plan"]}))
         for name, member in _members(record, whole_front).items():
-            folder = _export(fake_run, member, models / f"random-{_genome_tag(genome)}-{member}")
+            folder = _export(fake_run, member, models / f"random-{tag}-{member}")
             rows[f"random search ({genome['method']} genome): {name}"] = {
                 "folder": folder, "kind": "random", "fitness": record["front"][member]["fitness"],
                 "evaluations": record["run"]["evaluations"], "seconds": record["wall_seconds"]}
