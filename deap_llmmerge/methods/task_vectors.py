@@ -145,20 +145,24 @@ def magprune(inputs: MergeInputs, i: int, density: float, epsilon: float = 0.15,
                        inputs.block_buffer(f"threshold {i}"))
 
 
-def _rescale_factors(inputs: MergeInputs, keeps: Sequence[Keep | None]) -> list[float]:
-    """Per source, its task vector's L1 norm over the L1 norm of the entries it keeps (1 where either is
-    about 0, or nothing is dropped)."""
+def _sparsified(inputs: MergeInputs, keeps: Sequence[Keep | None]) -> tuple[list[torch.Tensor | None], list[float]]:
+    """Per source with a keep: its kept entries of the task vector (the dropped ones 0, a whole tensor, so
+    the merge pass reads them instead of drawing the keep again), and its rescale factor: the task vector's
+    L1 norm over the kept entries' (1 where either is about 0, or nothing is dropped)."""
     totals = [[0.0, 0.0] for _ in keeps]
-    work, kept = inputs.block_buffer("delta"), inputs.block_buffer("keep")
+    sparse = [None if keep is None else inputs.buffer(f"kept delta {i}").view(-1) for i, keep in enumerate(keeps)]
+    kept, scratch = inputs.block_buffer("keep"), inputs.block_buffer("work")
     for start, end in inputs.blocks():
         base = inputs.base_block(start, end)
         for i, keep in enumerate(keeps):
             if keep is not None:
-                magnitudes = inputs.delta_block(i, start, end, base, work[:end - start]).abs_()
-                totals[i][0] += float(magnitudes.sum())
-                totals[i][1] += float(torch.dot(magnitudes, keep.block(start, end, kept[:end - start])))
-    return [1.0 if keep is None or before < 1e-7 or after < 1e-7 else before / after
-            for keep, (before, after) in zip(keeps, totals)]
+                delta = inputs.delta_block(i, start, end, base, sparse[i][start:end])
+                totals[i][0] += float(torch.abs(delta, out=scratch[:end - start]).sum())
+                delta.mul_(keep.block(start, end, kept[:end - start]))
+                totals[i][1] += float(torch.abs(delta, out=scratch[:end - start]).sum())
+    factors = [1.0 if keep is None or before < 1e-7 or after < 1e-7 else before / after
+               for keep, (before, after) in zip(keeps, totals)]
+    return sparse, factors
 
 
 def combine(inputs: MergeInputs, sparsify, elect_signs: bool, weight: Sequence[float],
@@ -168,21 +172,25 @@ def combine(inputs: MergeInputs, sparsify, elect_signs: bool, weight: Sequence[f
     """base + scale * combine(weight_i * sparsify(task vector i)), as mergekit's generalized task arithmetic,
     one block of entries at a time.
 
-    Each source's kept entries come as float 0/1; a rescaled source's factor (its task vector's L1 norm
-    over the kept entries') joins its weight. TIES sign election needs no mask per source: with s = the sum
-    of the weighted task vectors and m = the sum of their magnitudes, the entries that agree with the sign
-    of s add up to sign(s) (m + |s|) / 2, since the agreeing and the disagreeing parts differ by |s| in
-    magnitude and add up to m. The divisor (the weights of the agreeing, nonzero entries) needs one
-    comparison per source, and only when normalizing.
+    Each source's kept entries come as float 0/1. A rescaled source (DARE, della) needs its factor (its task
+    vector's L1 norm over the kept entries') before the merge: a first pass sums both norms and writes the
+    kept entries, which the merge pass reads instead of the source, and the factor joins the weight.
+
+    TIES sign election needs no mask per source: with s = the sum of the weighted task vectors and m = the
+    sum of their magnitudes, the entries that agree with the sign of s add up to sign(s) (m + |s|) / 2, since
+    the agreeing and the disagreeing parts differ by |s| in magnitude and add up to m. The divisor (the
+    weights of the agreeing, nonzero entries) needs one comparison per source, and only when normalizing.
     """
     per_source = per_source or {}
     count = len(inputs)
     keeps = [None if sparsify is None else sparsify(inputs, i, density[i], generator=generator,
                                                     **{key: values[i] for key, values in per_source.items()})
              for i in range(count)]
-    weights = list(weight)
+    weights, sparse = list(weight), [None] * count
     if rescale and any(keep is not None for keep in keeps):
-        weights = [w * f for w, f in zip(weight, _rescale_factors(inputs, keeps))]
+        sparse, factors = _sparsified(inputs, keeps)
+        weights = [w * f for w, f in zip(weight, factors)]
+        keeps = [None] * count  # applied: the merge pass reads the kept entries
     result = inputs.output()
     flat = result.view(-1)
     total, magnitudes, work = (inputs.block_buffer(name) for name in ("total", "magnitudes", "work"))
@@ -196,7 +204,8 @@ def combine(inputs: MergeInputs, sparsify, elect_signs: bool, weight: Sequence[f
         s, m, scratch = total[:size].zero_(), magnitudes[:size].zero_(), work[:size]
         sources = []
         for i, keep in enumerate(keeps):
-            delta = inputs.delta_block(i, start, end, base, deltas[i][:size])
+            delta = sparse[i][start:end] if sparse[i] is not None else inputs.delta_block(i, start, end, base,
+                                                                                           deltas[i][:size])
             keep = None if keep is None else keep.block(start, end, kept[i][:size])
             w = weights[i]
             if keep is None:
