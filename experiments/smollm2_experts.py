@@ -7,7 +7,10 @@
 The embedding matrix (tied to the output head) stays frozen: it is a fifth of the parameters and most of
 an optimizer step's cost here, and it keeps both experts on the base's vocabulary geometry.
 
-    .venv/bin/python experiments/smollm2_experts.py [--quick]
+``--gentle``: the full run's steps at a quarter of its learning rate, so each expert moves less far from the
+base (smaller task vectors, which add up more nearly linearly when merged); cached apart from the full ones.
+
+    .venv/bin/python experiments/smollm2_experts.py [--quick | --gentle]
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from smollm2_data import CACHE, FITNESS_PLAY, HELD_OUT_PLAY, base_model, downloa
 
 SETTINGS = {  # steps, batch, tokens, learning rate
     "full": {"shakespeare": (120, 8, 128, 1e-4), "qa": (150, 16, None, 5e-5)},
+    "gentle": {"shakespeare": (120, 8, 128, 2.5e-5), "qa": (150, 16, None, 1.25e-5)},
     "quick": {"shakespeare": (8, 4, 64, 2e-4), "qa": (8, 8, None, 1e-4)},
 }
 
@@ -87,13 +91,14 @@ def _answer_batches(tokenizer, items: list[dict], batch: int, seed: int) -> Iter
         yield {"input_ids": input_ids, "labels": labels, "attention_mask": mask}
 
 
-def shakespeare_expert(base: Path, texts: dict[str, str], mode: str) -> Path:
+def shakespeare_expert(base: Path, texts: dict[str, str], setting: str) -> Path:
+    """The Shakespeare expert of ``setting`` (a key of SETTINGS), trained once and cached."""
     from transformers import AutoTokenizer
 
-    out = CACHE / "experts" / mode / "shakespeare"
+    out = CACHE / "experts" / setting / "shakespeare"
     if (out / "model.safetensors").exists():
         return out
-    steps, batch, tokens, lr = SETTINGS[mode]["shakespeare"]
+    steps, batch, tokens, lr = SETTINGS[setting]["shakespeare"]
     corpus = "\n".join(text for name, text in sorted(texts.items())
                        if not name.startswith((FITNESS_PLAY, HELD_OUT_PLAY)))
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -101,30 +106,35 @@ def shakespeare_expert(base: Path, texts: dict[str, str], mode: str) -> Path:
     return _train(base, out, _text_batches(ids, batch, tokens, seed=1), steps, lr, "shakespeare")
 
 
-def qa_expert(base: Path, train_items: list[dict], mode: str) -> Path:
+def qa_expert(base: Path, train_items: list[dict], setting: str) -> Path:
+    """The QA expert of ``setting`` (a key of SETTINGS), trained once and cached."""
     from transformers import AutoTokenizer
 
-    out = CACHE / "experts" / mode / "qa"
+    out = CACHE / "experts" / setting / "qa"
     if (out / "model.safetensors").exists():
         return out
-    steps, batch, _, lr = SETTINGS[mode]["qa"]
+    steps, batch, _, lr = SETTINGS[setting]["qa"]
     tokenizer = AutoTokenizer.from_pretrained(base)
     return _train(base, out, _answer_batches(tokenizer, train_items, batch, seed=2), steps, lr, "qa")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument("--quick", action="store_true")
+    choice.add_argument("--gentle", action="store_true", help="a quarter of the full run's learning rate")
     parser.add_argument("--only", choices=["shakespeare", "qa"])
     args = parser.parse_args()
     torch.set_num_threads(1)
     mode = "quick" if args.quick else "full"
+    setting = "gentle" if args.gentle else mode
     downloads = download()
     base = base_model(downloads)
     if args.only in (None, "shakespeare"):
-        print(shakespeare_expert(base, plays(downloads), mode))
+        print(shakespeare_expert(base, plays(downloads), setting))
     if args.only in (None, "qa"):
-        print(qa_expert(base, [item for task in splits(downloads, mode).values() for item in task["train"]], mode))
+        train = [item for task in splits(downloads, mode).values() for item in task["train"]]
+        print(qa_expert(base, train, setting))
     return 0
 
 

@@ -7,8 +7,10 @@ QA task (ARC-Easy, ARC-Challenge, SciQ, PIQA, BoolQ; multiple choice, acc_norm, 
 Held out: other items of the same tasks (accuracy with a 95% interval) and *Macbeth* (loss with a 95%
 interval over windows). Searches: choice, blend and methods (ties, dare_ties) genomes with NSGA-II over
 (QA accuracy, Shakespeare loss), and the ties genome with tournament selection (QA accuracy first, loss
-breaking ties); ``--all`` adds tournament searches for the other three and two NSGA-II searches over
-coarser methods genomes (task arithmetic per third of the network, one TIES recipe for all of it).
+breaking ties); ``--all`` adds tournament searches for the other three and three NSGA-II searches over
+coarser methods genomes (task arithmetic per third of the network, with weights in [0, 1] or in
+[-0.5, 1.5]; one TIES recipe for all of it). ``--gentle-experts`` uses experts trained at a quarter of
+the learning rate (smaller task vectors).
 Baselines: the base, each expert, the uniform average, task arithmetic and TIES at mergekit's defaults, and
 random search over the genome of the first methods search run, with as many evaluations as that search.
 Every search runs ``deap-llmmerge run --workers 2`` (SCOOP). Results: experiments/results/smollm2/ (or smollm2-quick/).
@@ -67,6 +69,9 @@ SEARCHES = {  # label: (genome settings, selection)
                                 "nsga2"),
     # fewer still: one weight and density per source for the whole network
     "ties global NSGA-II": ({"genome": "methods", "method": "ties", "genome_granularity": "global"}, "nsga2"),
+    # task arithmetic per third with weights in [-0.5, 1.5]: a task vector may be pushed past its expert
+    "task_arithmetic wide NSGA-II": ({"genome": "methods", "method": "task_arithmetic",
+                                      "genome_granularity": "group:10", "negative_weights": True}, "nsga2"),
 }
 # The committed full run: every genome family with NSGA-II, and tournament selection on the ties genome
 # (all the searches above take longer; ``--all`` runs them).
@@ -75,18 +80,19 @@ QUICK_SEARCHES = ("ties NSGA-II", "choice tournament")
 
 
 def prepare(mode: str, fitness_items: int | None = None, generations: int | None = None,
-            qa_objective: str = "accuracy") -> dict:
+            qa_objective: str = "accuracy", gentle_experts: bool = False) -> dict:
     """Models, data files and the base config of the study (everything cached under .cache/smollm2);
-    ``fitness_items`` per task, ``generations`` instead of the budget's, or a QA objective other than
-    accuracy (each a study of its own: its own folder)."""
+    ``fitness_items`` per task, ``generations`` instead of the budget's, a QA objective other than
+    accuracy, or the gentle experts (each a study of its own: its own folder)."""
     downloads = download()
     base = base_model(downloads)
     items = splits(downloads, mode)
     texts = plays(downloads)
-    experts = {"qa": qa_expert(base, [i for task in items.values() for i in task["train"]], mode),
-               "shakespeare": shakespeare_expert(base, texts, mode)}
+    setting = "gentle" if gentle_experts else mode
+    experts = {"qa": qa_expert(base, [i for task in items.values() for i in task["train"]], setting),
+               "shakespeare": shakespeare_expert(base, texts, setting)}
     budget = dict(BUDGET[mode])
-    suffix = ""
+    suffix = "-gentle" if gentle_experts else ""
     if fitness_items is not None and fitness_items != budget["fitness_items"]:
         budget["fitness_items"] = fitness_items
         suffix = f"-fitness{fitness_items}"
@@ -187,7 +193,8 @@ def score_held_out(model, data: dict) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small experts and budget (under 15 minutes)")
+    experts = parser.add_mutually_exclusive_group()
+    experts.add_argument("--quick", action="store_true", help="small experts and budget (under 15 minutes)")
     parser.add_argument("--all", action="store_true", help=f"all {len(SEARCHES)} searches (the full run takes five)")
     parser.add_argument("--fitness-items", type=int, metavar="N",
                         help="QA fitness items per task (full: up to 44; a study of its own, results in "
@@ -198,6 +205,9 @@ def main() -> int:
                         help="what the searches maximise on the QA fitness items: accuracy (acc_norm), or "
                              "minimise choice_loss, its smooth stand-in (a study of its own, in "
                              "smollm2-...-choiceloss/); held out is always accuracy")
+    experts.add_argument("--gentle-experts", action="store_true",
+                        help="experts fine-tuned at a quarter of the learning rate (smollm2_experts.py --gentle; "
+                             "a study of its own, in smollm2-gentle-.../)")
     parser.add_argument("--whole-front", action="store_true",
                         help="score every member of each NSGA-II front held out, not only the best QA, the knee "
                              "and the best play")
@@ -211,7 +221,7 @@ def main() -> int:
     hf_logging.set_verbosity_error()
     mode = "quick" if args.quick else "full"
     started = time.time()
-    setup = prepare(mode, args.fitness_items, args.generations, args.qa_objective)
+    setup = prepare(mode, args.fitness_items, args.generations, args.qa_objective, args.gentle_experts)
     print(f"models and data ready in {time.time() - started:.0f} s", flush=True)
     labels = args.only or (QUICK_SEARCHES if args.quick else tuple(SEARCHES) if args.all else FULL_SEARCHES)
     runs = {label: run_search(setup, label, *SEARCHES[label]) for label in labels}

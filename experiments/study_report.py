@@ -71,7 +71,8 @@ def _baselines(setup: dict, folder: Path) -> dict[str, Path]:
 def _genome_tag(genome: dict) -> str:
     """A file-name tag of a random search's genome settings: its cached draws and exported members are only
     reused by a search over the same genome."""
-    return f"{genome['method']}-{genome.get('genome_granularity', 'layer').replace(':', '')}"
+    wide = "-wide" if genome.get("negative_weights") else ""
+    return f"{genome['method']}-{genome.get('genome_granularity', 'layer').replace(':', '')}{wide}"
 
 
 def _random_search(setup: dict, reference: dict, genome: dict, out: Path) -> dict:
