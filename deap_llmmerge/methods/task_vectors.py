@@ -157,9 +157,11 @@ def _sparsified(inputs: MergeInputs, keeps: Sequence[Keep | None]) -> tuple[list
         for i, keep in enumerate(keeps):
             if keep is not None:
                 delta = inputs.delta_block(i, start, end, base, sparse[i][start:end])
-                totals[i][0] += float(torch.abs(delta, out=scratch[:end - start]).sum())
-                delta.mul_(keep.block(start, end, kept[:end - start]))
-                totals[i][1] += float(torch.abs(delta, out=scratch[:end - start]).sum())
+                magnitudes = torch.abs(delta, out=scratch[:end - start])
+                keep_block = keep.block(start, end, kept[:end - start])
+                totals[i][0] += float(magnitudes.sum())
+                totals[i][1] += float(torch.dot(magnitudes, keep_block))
+                delta.mul_(keep_block)
     factors = [1.0 if keep is None or before < 1e-7 or after < 1e-7 else before / after
                for keep, (before, after) in zip(keeps, totals)]
     return sparse, factors
