@@ -75,6 +75,11 @@ def _genome_tag(genome: dict) -> str:
     return f"{genome['method']}-{genome.get('genome_granularity', 'layer').replace(':', '')}{wide}"
 
 
+def _genome_name(genome: dict) -> str:
+    wide = ", weights in [-0.5, 1.5]" if genome.get("negative_weights") else ""
+    return f"{genome['method']} genome{wide}"
+
+
 def _random_search(setup: dict, reference: dict, genome: dict, out: Path) -> dict:
     """As many random genomes (of the ``reference`` search's ``genome`` settings) as that search evaluated
     (``reference`` is its recipe), scored on the fitness data; a recipe-like record of their Pareto front,
@@ -149,7 +154,7 @@ def write_report(setup: dict, runs: dict[str, Path], held_out: dict, score: Call
                                                           "plan": record["front"][0]["plan"]}))
         for name, member in _members(record, whole_front).items():
             folder = _export(fake_run, member, models / f"random-{tag}-{member}")
-            rows[f"random search ({genome['method']} genome): {name}"] = {
+            rows[f"random search ({_genome_name(genome)}): {name}"] = {
                 "folder": folder, "kind": "random", "fitness": record["front"][member]["fitness"],
                 "evaluations": record["run"]["evaluations"], "seconds": record["wall_seconds"]}
     cache = setup["work"] / "held-out.json"
@@ -166,20 +171,45 @@ def write_report(setup: dict, runs: dict[str, Path], held_out: dict, score: Call
     _write(results, rows, setup, command, started)
 
 
+def _held_out_figures(row: dict) -> tuple:
+    return tuple(value for key, value in sorted(row.items()) if key.endswith(("_accuracy", "play_loss")))
+
+
 def _verdict(rows: dict[str, dict]) -> list[str]:
-    experts = {"QA": rows["QA expert"], "play": rows["Shakespeare expert"]}
+    """The target's check for every evolved merge, and whether each expert beats the base on its own task
+    and loses on the other's. A merge whose held-out figures all equal a baseline's is that baseline (a
+    recipe the search was seeded with and kept), and is said to be."""
+    base, qa, play = rows["base"], rows["QA expert"], rows["Shakespeare expert"]
     lines = []
+    checks = {"QA": (qa, qa["qa_accuracy"] > base["qa_accuracy"], qa["play_loss"] > base["play_loss"]),
+              "Shakespeare": (play, play["play_loss"] < base["play_loss"], play["qa_accuracy"] < base["qa_accuracy"])}
+    for name, (expert, beats_own, loses_other) in checks.items():
+        if not (beats_own and loses_other):
+            lines.append(f"- The {name} expert {'beats' if beats_own else 'does not beat'} the base on its own task "
+                         f"and {'loses' if loses_other else 'does not lose'} on the other's "
+                         f"(QA {expert['qa_accuracy']:.3f} against {base['qa_accuracy']:.3f}, Macbeth "
+                         f"{expert['play_loss']:.3f} against {base['play_loss']:.3f}).")
+    baselines = {_held_out_figures(row): label for label, row in rows.items() if row["kind"] == "baseline"}
+    found = False
     for label, row in rows.items():
         if row["kind"] != "evolved":
             continue
-        qa_ok = row["qa_accuracy"] >= experts["QA"]["qa_accuracy"] - experts["QA"]["qa_accuracy_ci"]
-        play_ok = row["play_loss"] <= experts["play"]["play_loss"] + experts["play"]["play_loss_ci"]
+        qa_ok = row["qa_accuracy"] >= qa["qa_accuracy"] - qa["qa_accuracy_ci"]
+        play_ok = row["play_loss"] <= play["play_loss"] + play["play_loss_ci"]
         beats = all(row["qa_accuracy"] > rows[b]["qa_accuracy"] and row["play_loss"] < rows[b]["play_loss"]
                     for b in ("uniform average", "TIES (mergekit defaults)"))
         if qa_ok and play_ok and beats:
+            same = baselines.get(_held_out_figures(row))
+            found = found or same is None
+            seeded = (f" It is the baseline *{same}* (every held-out figure the same): a recipe the search was "
+                      "seeded with and kept on its front, not one it found." if same else "")
             lines.append(f"- **{label}** matches the QA expert on held-out QA accuracy and the Shakespeare expert "
                          "on held-out Macbeth loss within their 95% intervals, and beats the uniform average and "
-                         "TIES at mergekit's defaults on both.")
+                         f"TIES at mergekit's defaults on both.{seeded}")
+    if not found:
+        lines.append("- No merge the searches found (the recipes they were seeded with aside) matches both experts "
+                     "within the intervals while beating the uniform average and TIES at defaults on both (see the "
+                     "table).")
     return lines
 
 
@@ -201,8 +231,7 @@ def _write(results: Path, rows: dict[str, dict], setup: dict, command: str, star
                  "" if fitness[0] is None else f"{fitness[0]:.3f}", "" if fitness[1] is None else f"{fitness[1]:.3f}",
                  str(row.get("evaluations", "")), "" if row.get("seconds") is None else f"{row['seconds']:.0f}"]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    verdict = _verdict(rows) or ["- No evolved merge matches both experts within the intervals while beating the "
-                                 "uniform average and TIES at defaults on both (see the table)."]
+    verdict = _verdict(rows)
     front_plot(rows, results / "front.png")
     weights_plot(setup["work"] / "runs", results / "weights.png")
     (results / "results.json").write_text(json.dumps({k: {**v, "folder": str(v["folder"])} for k, v in rows.items()},
