@@ -146,9 +146,10 @@ def magprune(inputs: MergeInputs, i: int, density: float, epsilon: float = 0.15,
 
 
 def _sparsified(inputs: MergeInputs, keeps: Sequence[Keep | None]) -> tuple[list[torch.Tensor | None], list[float]]:
-    """Per source with a keep: its kept entries of the task vector (the dropped ones 0, a whole tensor, so
-    the merge pass reads them instead of drawing the keep again), and its rescale factor: the task vector's
-    L1 norm over the kept entries' (1 where either is about 0, or nothing is dropped)."""
+    """Per source with a keep: its kept entries of the task vector (the dropped ones 0; a whole float32
+    tensor, a work buffer, so the merge pass reads them instead of the source and the keep again), and its
+    rescale factor: the task vector's L1 norm over the kept entries' (1 where either is about 0, or nothing
+    is dropped)."""
     totals = [[0.0, 0.0] for _ in keeps]
     sparse = [None if keep is None else inputs.buffer(f"kept delta {i}").view(-1) for i, keep in enumerate(keeps)]
     kept, scratch = inputs.block_buffer("keep"), inputs.block_buffer("work")
