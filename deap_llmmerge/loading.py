@@ -1,4 +1,5 @@
-"""Reading source models from disk: HF folders (safetensors, memory-mapped) and ``.gguf`` files."""
+"""Reading source models from disk: HF folders (safetensors, or PyTorch ``.bin`` files; memory-mapped) and
+``.gguf`` files."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from torch import nn
 from .errors import SourceModelError
 
 __all__ = ["Source", "as_source", "load_model", "load_config", "meta_parameter_names", "mmap_safetensors",
-           "weight_files", "sha256_of"]
+           "map_weights", "weight_files", "sha256_of"]
 
 _SAFETENSORS_DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -72,9 +73,7 @@ def load_model(source: Source, trust_remote_code: bool = False) -> nn.Module:
             if hasattr(model.config, "quantization_config"):
                 del model.config.quantization_config
         else:
-            model = AutoModelForCausalLM.from_pretrained(
-                str(path), trust_remote_code=trust_remote_code, use_safetensors=True
-            )
+            model = AutoModelForCausalLM.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except Exception as exc:  # transformers raises many types; the user needs the one line
         raise SourceModelError(f"cannot load source model {path}: {_first_line(exc)}") from exc
     return model.eval()
@@ -128,12 +127,39 @@ def mmap_safetensors(path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def load_pytorch_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A PyTorch checkpoint's (``pytorch_model.bin``) tensors, read weights-only (no pickled code runs) and
+    memory-mapped copy-on-write when it is in torch's zip format (every ``torch.save`` since torch 1.6)."""
+    try:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # the legacy format cannot be mapped
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise SourceModelError(f"{path}: cannot read PyTorch weights: {_first_line(exc)}") from exc
+    if not isinstance(state, Mapping) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+        raise SourceModelError(f"{path}: not a PyTorch state dict (a mapping of names to tensors)")
+    return dict(state)
+
+
+def map_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of one weight file (see :func:`weight_files`), memory-mapped."""
+    return mmap_safetensors(path) if path.suffix == ".safetensors" else load_pytorch_weights(path)
+
+
 def weight_files(folder: Path) -> list[Path]:
-    index = folder / "model.safetensors.index.json"
-    if index.exists():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        return [folder / shard for shard in shards]
-    return sorted(folder.glob("*.safetensors"))
+    """A folder's weight files: its safetensors (the shards its index names, or every ``*.safetensors``),
+    else its PyTorch ``pytorch_model*.bin`` files (likewise), as transformers prefers them."""
+    for index_name, pattern in (("model.safetensors.index.json", "*.safetensors"),
+                                ("pytorch_model.bin.index.json", "pytorch_model*.bin")):
+        index = folder / index_name
+        if index.exists():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            return [folder / shard for shard in shards]
+        files = sorted(folder.glob(pattern))
+        if files:
+            return files
+    return []
 
 
 def sha256_of(path: Path) -> str:

@@ -1,8 +1,9 @@
 """The per-process pool of every source model's weights, addressed by (source, part, name in part).
 
-Folders of safetensors are memory-mapped; model objects are used as they are, without a copy. The first
-source defines the part layout; every other source (and the base model of task-vector methods, when it is
-not one of the sources) is checked against it so that the pure genome of each source is that source.
+Folders of safetensors (or of PyTorch ``.bin`` files) are memory-mapped; model objects are used as they are,
+without a copy. The first source defines the part layout; every other source (and the base model of
+task-vector methods, when it is not one of the sources) is checked against it so that the pure genome of
+each source is that source.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch import nn
 from .compat import CompatibilityCheck, config_difference, first_mismatch, is_compatible, names_difference
 from .devices import available_memory
 from .errors import IncompatibleModelsError, SourceModelError
-from .loading import Source, as_source, load_config, load_model, meta_parameter_names, mmap_safetensors, weight_files
+from .loading import Source, as_source, load_config, load_model, map_weights, meta_parameter_names, weight_files
 from .methods.inputs import DerivedCache
 from .parts import decoder_layers, split_parts
 
@@ -128,7 +129,7 @@ class SourcePool:
         if entry.path is not None and entry.path.is_dir():
             mapped: dict[str, torch.Tensor] = {}
             for file in weight_files(entry.path):
-                mapped.update(mmap_safetensors(file))
+                mapped.update(map_weights(file))
             if mapped and all(name in mapped for name in wanted):
                 return mapped
             log.info("%s: parameter names differ from the model's; loading it through transformers", entry.path)

@@ -85,6 +85,79 @@ def test_truncated_safetensors_is_a_clear_error(saved_llamas, tmp_path):
         SourcePool([saved_llamas[0], broken])
 
 
+def _save_as_pytorch_bin(model, folder, shards: int = 1):
+    """``model`` as an older checkpoint: config.json and ``pytorch_model.bin`` (or ``shards`` shards and
+    their index), no safetensors."""
+    import json
+
+    model.config.save_pretrained(folder)
+    state = {name: t.clone() for name, t in model.state_dict().items()}
+    names = sorted(state)
+    if shards == 1:
+        torch.save(state, folder / "pytorch_model.bin")
+        return
+    weight_map = {}
+    for k in range(shards):
+        file = f"pytorch_model-{k + 1:05d}-of-{shards:05d}.bin"
+        torch.save({name: state[name] for name in names[k::shards]}, folder / file)
+        weight_map.update({name: file for name in names[k::shards]})
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
+
+
+@pytest.mark.parametrize("layout", ["pytorch_model.bin", "sharded pytorch_model.bin", "sharded safetensors"])
+def test_older_and_sharded_checkpoints_merge_like_one_safetensors_file(layout, tmp_path):
+    from deap_llmmerge import LLMMergeGA
+    from deap_llmmerge.loading import sha256_of, weight_files
+
+    sources = [tiny_model("llama", 1), tiny_model("llama", 2)]
+    paths = [tmp_path / "a", tmp_path / "b"]
+    sources[0].save_pretrained(paths[0])
+    if layout == "sharded safetensors":
+        sources[1].save_pretrained(paths[1], max_shard_size="20KB")
+        assert len(list(paths[1].glob("*.safetensors"))) > 1
+    else:
+        _save_as_pytorch_bin(sources[1], paths[1], shards=1 if layout == "pytorch_model.bin" else 3)
+    ids = torch.randint(0, 64, (3, 8))
+    ga = LLMMergeGA(paths, (ids, ids), population_size=2, max_generations=0, genome="blend")
+    for name, param in sources[1].named_parameters():
+        assert torch.equal(ga.pool.tensors[1][name], param.detach()), name
+    parts = len(ga.pool.part_names)
+    with torch.no_grad():
+        pure = ga.merge_layers([0.0, 1.0] * parts)(input_ids=ids).logits
+        assert torch.equal(pure, sources[1](input_ids=ids).logits)
+        half = ga.merge_layers([0.5, 0.5] * parts)(input_ids=ids).logits
+        reference = LLMMergeGA(sources, (ids, ids), population_size=2, max_generations=0, genome="blend")
+        assert torch.equal(half, reference.merge_layers([0.5, 0.5] * parts)(input_ids=ids).logits)
+    before = sha256_of(paths[1])
+    with open(weight_files(paths[1])[-1], "ab") as handle:
+        handle.write(b"\0")
+    assert sha256_of(paths[1]) != before  # the weights are hashed (recipe.json's sources)
+
+
+class _Pickled:
+    """Not a tensor: loading a checkpoint that holds one would run pickled code."""
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"not a pickle at all", r"pytorch_model.bin: cannot read PyTorch weights: "),
+    ("code", r"pytorch_model.bin: cannot read PyTorch weights: .*[Ww]eights only load failed"),
+    ("not tensors", r"pytorch_model.bin: not a PyTorch state dict"),
+])
+def test_bad_pytorch_bin_is_a_one_line_error_naming_the_file(saved_llamas, tmp_path, content, message):
+    broken = tmp_path / "broken"
+    tiny_model("llama", 2).config.save_pretrained(broken)
+    weights = broken / "pytorch_model.bin"
+    if content == "code":  # a pickled object of a class: weights-only loading refuses to run it
+        torch.save({"model.embed_tokens.weight": _Pickled()}, weights)
+    elif content == "not tensors":
+        torch.save({"model.embed_tokens.weight": 3}, weights)
+    else:
+        weights.write_bytes(content)
+    with pytest.raises(SourceModelError, match=message) as raised:
+        SourcePool([saved_llamas[0], broken])
+    assert "\n" not in str(raised.value)
+
+
 @pytest.mark.parametrize("arch", ["gpt_neox", "gemma", "phi3"])
 def test_pure_genome_reproduces_other_layouts(arch):
     from deap_llmmerge import LLMMergeGA
