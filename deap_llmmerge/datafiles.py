@@ -26,15 +26,27 @@ from .errors import BenchmarkDataError
 __all__ = ["build_benchmark", "load_tokenizer", "continuation_ids"]
 
 
+# any one of these makes a folder worth handing to AutoTokenizer
+_TOKENIZER_MARKERS = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
+                      "spiece.model")
+
+
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
-    """The tokenizer of an HF folder or a ``.gguf`` file."""
+    """The tokenizer of a local HF folder or ``.gguf`` file."""
     from transformers import AutoTokenizer
 
     path = Path(path)
+    if not path.exists():  # a local path, as the models are (never a hub download)
+        raise BenchmarkDataError(f"cannot load a tokenizer from {path}: no such file or folder")
+    if path.is_dir() and not any((path / name).is_file() for name in _TOKENIZER_MARKERS):
+        raise BenchmarkDataError(
+            f"cannot load a tokenizer from {path}: the folder has no tokenizer files "
+            f"({', '.join(_TOKENIZER_MARKERS)}); name a folder that has them (`tokenizer:` in a run config, "
+            "--tokenizer for `data build`)")
     try:
         if path.suffix == ".gguf":
-            return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+            return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True)
+        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code, local_files_only=True)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BenchmarkDataError(f"cannot load a tokenizer from {path}: {first}") from exc

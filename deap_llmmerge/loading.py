@@ -67,13 +67,14 @@ def load_model(source: Source, trust_remote_code: bool = False) -> nn.Module:
     try:
         if path.suffix == ".gguf":
             model = AutoModelForCausalLM.from_pretrained(
-                str(path.parent), gguf_file=path.name, trust_remote_code=trust_remote_code
+                str(path.parent), gguf_file=path.name, trust_remote_code=trust_remote_code, local_files_only=True
             )
             model.hf_quantizer = None
             if hasattr(model.config, "quantization_config"):
                 del model.config.quantization_config
         else:
-            model = AutoModelForCausalLM.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(str(path), trust_remote_code=trust_remote_code,
+                                                         local_files_only=True)
     except Exception as exc:  # transformers raises many types; the user needs the one line
         raise SourceModelError(f"cannot load source model {path}: {_first_line(exc)}") from exc
     return model.eval()
@@ -84,7 +85,7 @@ def load_config(path: Path, trust_remote_code: bool = False):
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        return AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code, local_files_only=True)
     except Exception as exc:
         raise SourceModelError(f"cannot load source model {path}: {_first_line(exc)}") from exc
 

@@ -248,3 +248,24 @@ def test_an_objective_the_benchmark_kind_does_not_measure_is_refused_before_the_
     refused = cli("run", tmp_path / "c.yaml", "--output", tmp_path / "out")
     assert refused.returncode == 1 and refused.stderr.strip().splitlines() == [f"deap-llmmerge: error: {message}"]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_tokenizer_is_one_line_naming_the_folder_and_the_key(tmp_path, saved_llamas):
+    import yaml
+
+    config = qa_and_play_config(tmp_path, saved_llamas, ["qa.accuracy", "play.loss"])
+    del config["tokenizer"]  # the default: the first source's folder, which has no tokenizer files
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    result = cli("run", tmp_path / "c.yaml", "--output", tmp_path / "out")
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert f"cannot load a tokenizer from {saved_llamas[0]}: the folder has no tokenizer files" in result.stderr
+    assert "`tokenizer:` in a run config" in result.stderr
+    assert not (tmp_path / "out" / "recipe.json").exists()
+    write_jsonl(tmp_path / "mc.jsonl", MC)
+    nowhere = cli("data", "build", "multiple_choice", tmp_path / "mc.jsonl", "--tokenizer", tmp_path / "nowhere",
+                  "--output", tmp_path / "mc.pt")
+    assert nowhere.returncode == 1
+    missing = f"cannot load a tokenizer from {tmp_path / 'nowhere'}: no such file or folder"
+    assert nowhere.stderr.strip().endswith(missing)
+    assert not (tmp_path / "mc.pt").exists()
