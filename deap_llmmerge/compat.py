@@ -7,6 +7,7 @@ every part, and the config fields that change what the network computes (``rms_n
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 
@@ -70,6 +71,13 @@ def _ignored(key: str) -> bool:
     return key in IGNORED_CONFIG_FIELDS or bool(_IGNORED_PATTERN.search(key))
 
 
+def _same_number(a: object, b: object) -> bool:
+    """Two numbers equal to float32 precision: a GGUF file stores its floats in float32 (``rms_norm_eps``
+    1e-06 comes back as 9.999999974752427e-07), and no config means anything by a difference that small."""
+    numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (a, b))
+    return numbers and math.isclose(a, b, rel_tol=1e-6)
+
+
 def config_difference(reference: Mapping, candidate: Mapping, prefix: str = "") -> str | None:
     """The first config field, in sorted order, whose value changes the computation: ``"'rms_norm_eps' is 0.5
     vs 1e-06"`` (candidate first), or None. Nested configs are compared field by field."""
@@ -82,6 +90,6 @@ def config_difference(reference: Mapping, candidate: Mapping, prefix: str = "") 
             found = config_difference(mine, theirs, f"{name}.")
             if found:
                 return found
-        elif mine != theirs:
+        elif mine != theirs and not _same_number(mine, theirs):
             return f"config field {name!r} is {theirs!r} vs {mine!r}"
     return None

@@ -71,6 +71,15 @@ def test_names_and_bookkeeping_do_not_make_models_incompatible():
     _pure_logits_match([tiny_model("llama", 1), other])
 
 
+def test_floats_equal_to_float32_precision_are_the_same_field():
+    # a GGUF file stores rms_norm_eps = 1e-6 in float32: it reads back as 9.999999974752427e-07
+    rounded = float(torch.tensor(1e-6, dtype=torch.float32))
+    assert rounded != 1e-6
+    _pure_logits_match([tiny_model("llama", 1), tiny_model("llama", 2, rms_norm_eps=rounded)])
+    with pytest.raises(IncompatibleModelsError, match="'rms_norm_eps' is 1.1e-06 vs 1e-06"):
+        SourcePool([tiny_model("llama", 1), tiny_model("llama", 2, rms_norm_eps=1.1e-6)])
+
+
 def test_a_source_of_another_dtype_is_reported(caplog):
     half = tiny_model("llama", 2).to(torch.bfloat16)
     with caplog.at_level(logging.WARNING):
