@@ -64,6 +64,8 @@ def load_model(source: Source, trust_remote_code: bool = False) -> nn.Module:
         raise SourceModelError(f"source {source.name!r} has no path to load from")
     if not path.exists():
         raise SourceModelError(f"source model not found: {path}")
+    if path.suffix != ".gguf":
+        _check_model_folder(path)
     try:
         if path.suffix == ".gguf":
             model = AutoModelForCausalLM.from_pretrained(
@@ -80,10 +82,25 @@ def load_model(source: Source, trust_remote_code: bool = False) -> nn.Module:
     return model.eval()
 
 
+def _check_model_folder(path: Path) -> None:
+    """What a source path that is neither a ``.gguf`` file nor an HF model folder is, in one line."""
+    if path.is_file():
+        raise SourceModelError(f"source model {path} is a file: name its folder (with config.json) or a .gguf file")
+    if (path / "config.json").is_file():
+        return
+    if (path / "adapter_config.json").is_file():
+        raise SourceModelError(
+            f"source model {path} is a PEFT adapter (adapter_config.json, no config.json): merge it into its base "
+            "model first (PeftModel.from_pretrained(base, path).merge_and_unload().save_pretrained(folder)) and "
+            "name that folder")
+    raise SourceModelError(f"source model {path} has no config.json: not a Hugging Face model folder")
+
+
 def load_config(path: Path, trust_remote_code: bool = False):
     """The transformers config of an HF folder, without loading its weights."""
     from transformers import AutoConfig
 
+    _check_model_folder(path)
     try:
         return AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code, local_files_only=True)
     except Exception as exc:

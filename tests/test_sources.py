@@ -74,6 +74,31 @@ def test_missing_path_is_named(tmp_path):
         SourcePool([tmp_path / "nowhere", tmp_path / "nowhere"])
 
 
+@pytest.mark.parametrize("what, message", [
+    ("adapter", r"adapter is a PEFT adapter \(adapter_config.json, no config.json\): merge it into its base model"),
+    ("empty folder", r"empty folder has no config.json: not a Hugging Face model folder"),
+    ("weights file", r"model.safetensors is a file: name its folder \(with config.json\) or a .gguf file"),
+])
+@pytest.mark.parametrize("where", ["first source", "second source", "base model"])
+def test_a_path_that_is_not_a_model_folder_says_what_it_is(saved_llamas, tmp_path, what, message, where):
+    import shutil
+
+    if what == "adapter":  # what a LoRA fine-tune is saved as
+        path = tmp_path / "adapter"
+        path.mkdir()
+        (path / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 8}')
+        shutil.copy(saved_llamas[0] / "model.safetensors", path / "adapter_model.safetensors")
+    elif what == "empty folder":
+        path = tmp_path / "empty folder"
+        path.mkdir()
+    else:
+        path = saved_llamas[0] / "model.safetensors"
+    sources, base = {"first source": ([path, saved_llamas[1]], None), "second source": ([saved_llamas[0], path], None),
+                     "base model": (saved_llamas, path)}[where]
+    with pytest.raises(SourceModelError, match=message):
+        SourcePool(sources, base=base)
+
+
 def test_truncated_safetensors_is_a_clear_error(saved_llamas, tmp_path):
     import shutil
 
