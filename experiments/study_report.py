@@ -21,6 +21,15 @@ def _load(folder: Path):
     return AutoModelForCausalLM.from_pretrained(folder).eval()
 
 
+def stored_path(folder: Path | str) -> str:
+    """How a model folder is named in held-out.json and results.json: from ``.cache/smollm2/`` on, so the
+    scores and the tables mean the same in any checkout (keys written by older reports, absolute paths, are
+    read the same way)."""
+    text = Path(folder).as_posix()
+    marker = "/.cache/smollm2/"
+    return ".cache/smollm2/" + text.split(marker, 1)[1] if marker in text else text
+
+
 def _score_folder(task: tuple) -> tuple[str, dict]:
     folder, data, score = task
     torch.set_num_threads(1)
@@ -158,16 +167,16 @@ def write_report(setup: dict, runs: dict[str, Path], held_out: dict, score: Call
                 "folder": folder, "kind": "random", "fitness": record["front"][member]["fitness"],
                 "evaluations": record["run"]["evaluations"], "seconds": record["wall_seconds"]}
     cache = setup["work"] / "held-out.json"
-    scores = json.loads(cache.read_text()) if cache.exists() else {}
-    todo = list(dict.fromkeys(str(row["folder"]) for row in rows.values() if str(row["folder"]) not in scores))
+    scores = {stored_path(key): value for key, value in json.loads(cache.read_text()).items()} if cache.exists() else {}
+    todo = list(dict.fromkeys(str(row["folder"]) for row in rows.values() if stored_path(row["folder"]) not in scores))
     if todo:
         context = multiprocessing.get_context("spawn")
         with context.Pool(2) as pool:
             for folder, values in pool.imap_unordered(_score_folder, [(f, held_out, score) for f in todo]):
-                scores[folder] = values
+                scores[stored_path(folder)] = values
                 cache.write_text(json.dumps(scores))
     for row in rows.values():
-        row.update(scores[str(row["folder"])])
+        row.update(scores[stored_path(row["folder"])])
     _write(results, rows, setup, command, started)
 
 
@@ -234,8 +243,8 @@ def _write(results: Path, rows: dict[str, dict], setup: dict, command: str, star
     verdict = _verdict(rows)
     front_plot(rows, results / "front.png")
     weights_plot(setup["work"] / "runs", results / "weights.png")
-    (results / "results.json").write_text(json.dumps({k: {**v, "folder": str(v["folder"])} for k, v in rows.items()},
-                                                     indent=2))
+    stored = {label: {**row, "folder": stored_path(row["folder"])} for label, row in rows.items()}
+    (results / "results.json").write_text(json.dumps(stored, indent=2))
     n = rows["base"]["qa_items"]
     (results / "results.md").write_text(
         f"# SmolLM2-135M-Instruct: evolved merges of a QA expert and a Shakespeare expert\n\n"
