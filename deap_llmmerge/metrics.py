@@ -33,8 +33,8 @@ __all__ = ["Metric", "calculate_accuracy", "calculate_loss", "score", "KIND_METR
 
 Metric = Callable[[torch.Tensor, torch.Tensor], tuple]
 
-# +1: larger is better, -1: smaller is better.
-METRIC_DIRECTIONS = {"accuracy": 1.0, "loss": -1.0}
+# Every metric an objective may name: +1 larger is better, -1 smaller is better.
+METRIC_DIRECTIONS = {"accuracy": 1.0, "loss": -1.0, "perplexity": -1.0, "choice_loss": -1.0}
 
 
 def _shift(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,10 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .errors import ConfigError
+from .metrics import METRIC_DIRECTIONS
 
 __all__ = ["Objective", "parse_objectives", "METRIC_DIRECTIONS", "SINGLE"]
-
-METRIC_DIRECTIONS = {"accuracy": 1.0, "loss": -1.0, "perplexity": -1.0, "choice_loss": -1.0}
 SINGLE = "benchmark"  # the name of the one benchmark of a run that names none
 
 
