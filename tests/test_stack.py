@@ -19,9 +19,24 @@ def gemma2(seed: int) -> Gemma2ForCausalLM:
     return Gemma2ForCausalLM(config).eval()
 
 
+def smollm3(seed: int):
+    """SmolLM3 leaves out rotary embeddings in every fourth layer (``no_rope_layers``, one entry per layer)."""
+    try:
+        from transformers import SmolLM3Config, SmolLM3ForCausalLM
+    except ImportError:
+        pytest.skip("this transformers has no SmolLM3 (added in 4.54)")
+    config = SmolLM3Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                           pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(seed)
+    return SmolLM3ForCausalLM(config).eval()
+
+
 def pair(arch):
     if arch == "gemma2":
         return [gemma2(1), gemma2(2)]
+    if arch == "smollm3":
+        return [smollm3(1), smollm3(2)]
     return [tiny_model(arch, 1), tiny_model(arch, 2)]
 
 
@@ -29,7 +44,7 @@ def picks(layers, *pairs):
     return [source * layers + layer for source, layer in pairs]
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma2"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma2", "smollm3"])
 @pytest.mark.parametrize("shape", ["deeper", "shallower"])
 def test_a_stacked_model_saves_reloads_and_generates_with_and_without_the_cache(arch, shape, tmp_path):
     sources = pair(arch)
@@ -45,6 +60,9 @@ def test_a_stacked_model_saves_reloads_and_generates_with_and_without_the_cache(
     if arch == "gemma2":
         types = sources[0].config.layer_types
         assert reloaded.config.layer_types == [types[layer] for _, layer in chosen]
+    if arch == "smollm3":
+        rope = sources[0].config.no_rope_layers
+        assert 0 in rope and reloaded.config.no_rope_layers == [rope[layer] for _, layer in chosen]
     ids = tiny_benchmark()["input_ids"][:2]
     with torch.no_grad():
         assert torch.equal(reloaded(input_ids=ids).logits, merged(input_ids=ids).logits)
