@@ -22,13 +22,9 @@ import torch
 
 from .data import IGNORE_INDEX, KINDS, BenchmarkData
 from .errors import BenchmarkDataError
+from .output import TOKENIZER_FILES
 
 __all__ = ["build_benchmark", "load_tokenizer", "continuation_ids"]
-
-
-# any one of these makes a folder worth handing to AutoTokenizer
-_TOKENIZER_MARKERS = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
-                      "spiece.model")
 
 
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
@@ -38,10 +34,10 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
     path = Path(path)
     if not path.exists():  # a local path, as the models are (never a hub download)
         raise BenchmarkDataError(f"cannot load a tokenizer from {path}: no such file or folder")
-    if path.is_dir() and not any((path / name).is_file() for name in _TOKENIZER_MARKERS):
+    if path.is_dir() and not any((path / name).is_file() for name in TOKENIZER_FILES):
         raise BenchmarkDataError(
             f"cannot load a tokenizer from {path}: the folder has no tokenizer files "
-            f"({', '.join(_TOKENIZER_MARKERS)}); name a folder that has them (`tokenizer:` in a run config, "
+            f"({', '.join(TOKENIZER_FILES)}); name a folder that has them (`tokenizer:` in a run config, "
             "--tokenizer for `data build`)")
     try:
         if path.suffix == ".gguf":

@@ -21,8 +21,9 @@ __all__ = ["prepare_output_dir", "atomic_write_text", "atomic_write_bytes", "pub
 # What a run writes into its output directory; a forced start removes them first.
 RUN_FILES = ("best", "recipe.json", "logbook.csv", "checkpoint.json", "mergekit.yaml", "report")
 
+# A tokenizer's files: copied into a saved merge; a folder with none of them has no tokenizer.
 TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "spiece.model",
     "vocab.json", "merges.txt", "vocab.txt", "added_tokens.json", "chat_template.jinja",
 )
 
