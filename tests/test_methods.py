@@ -319,3 +319,28 @@ def test_merges_through_the_engine_equal_plain_merges_candidate_after_candidate(
                 want = spec.merge(tensors, pool.tensor(0, part, inner), step.kwargs, generator)
                 assert torch.equal(target, want), (name, part, inner)
         assert model is engine.model
+
+
+@pytest.mark.parametrize("rescale", [True, False])
+@pytest.mark.parametrize("block", [8, 256])
+def test_dare_draws_streamed_block_by_block_equal_whole_tensor_draws(monkeypatch, block, rescale):
+    """The kept entries do not depend on how a kernel walks the tensor: each source's mask is its whole
+    tensor of draws, drawn from the step's generator in source order (the first source's, then the
+    second's), so a recipe rebuilds the same model on every device and block size."""
+    from deap_llmmerge.methods.task_vectors import below, uniform_draws
+
+    monkeypatch.setattr(merge_inputs, "BLOCK", block)
+    generator = torch.Generator().manual_seed(11)
+    base = torch.randn(37, 29, generator=generator)  # 1073 entries: a partial last block
+    sources = [base + torch.randn(37, 29, generator=generator) for _ in range(2)]
+    densities, weights = [0.3, 0.6], [0.7, 0.5]
+    draws = torch.Generator().manual_seed(5)
+    want = base.clone()
+    for source, density, weight in zip(sources, densities, weights):
+        delta = source - base
+        kept = torch.where(uniform_draws(base.shape, draws, base.device) < below(density), delta, 0.0)
+        factor = delta.abs().sum() / kept.abs().sum() if rescale else 1.0
+        want += weight * factor * kept
+    got = merge("dare_linear", sources, base, torch.Generator().manual_seed(5), {"rescale": rescale},
+                weight=weights, density=densities)
+    torch.testing.assert_close(got, want)

@@ -177,17 +177,18 @@ class MergeInputs:
         return torch.empty(self.shape, dtype=torch.float32, device=self.device)
 
     # block by block
-    def _block_size(self) -> int:
+    def block_size(self) -> int:
+        """Entries per block: :data:`BLOCK` on a CPU, the whole tensor on an accelerator."""
         return min(self.numel, BLOCK) if self.device.type == "cpu" else self.numel
 
     def blocks(self) -> list[tuple[int, int]]:
         """``(start, end)`` of each block of the flattened tensors."""
-        step = max(self._block_size(), 1)
+        step = max(self.block_size(), 1)
         return [(start, min(self.numel, start + step)) for start in range(0, self.numel, step)]
 
     def block_buffer(self, name: str) -> torch.Tensor:
         """A float32 work buffer of one block (slice it to the block's length)."""
-        return self.buffer(name, (self._block_size(),))
+        return self.buffer(name, (self.block_size(),))
 
     def base_block(self, start: int, end: int) -> torch.Tensor:
         """Entries ``start:end`` of the flattened base in float32 (a view, or a copy in a work buffer)."""

@@ -48,31 +48,64 @@ class Outliers:
         return self.outer.block(start, end, out).sub_(self.inner.block(start, end, self.spare[:end - start]))
 
 
+class DrawStream:
+    """One task vector's uniform 16-bit draws (see :func:`uniform_draws`): drawn block by block as a pass
+    reads the blocks in order (no whole-tensor buffer), or whole up front (:meth:`draw_whole`) for a pass
+    that reads every source's block before the next block. The numbers are the same either way, as the
+    generator fills the words in order and each block starts at a multiple of four entries (where blocks
+    do not, the draws are drawn whole)."""
+
+    def __init__(self, inputs: MergeInputs, i: int, generator: torch.Generator | None) -> None:
+        self.inputs, self.i, self.generator = inputs, i, generator
+        self.whole: torch.Tensor | None = None
+        self.position = 0
+
+    def draw_whole(self) -> None:
+        if self.position:
+            raise RuntimeError("draws already streamed cannot be drawn whole")
+        if self.whole is None:
+            words = self.inputs.buffer(f"draws {self.i}", (word_count(self.inputs.numel),), torch.int64)
+            self.whole = uniform_draws(self.inputs.shape, self.generator, self.inputs.device, words).reshape(-1)
+
+    def block(self, start: int, end: int) -> torch.Tensor:
+        """The draws of entries ``start:end`` (int16)."""
+        if self.whole is None and self.inputs.block_size() % 4 and self.inputs.numel > self.inputs.block_size():
+            self.draw_whole()
+        if self.whole is not None:
+            return self.whole[start:end]
+        if start != self.position:
+            raise RuntimeError("streamed draws are read block after block, from the first")
+        words = self.inputs.buffer("draw words", (word_count(self.inputs.block_size()),), torch.int64)
+        words = words[:word_count(end - start)]
+        self.position = end
+        return uniform_draws(torch.Size([end - start]), self.generator, self.inputs.device, words)
+
+
 class Draws:
     """Keep where a uniform 16-bit draw falls below ``threshold``: ``clamp(ceil(threshold) - draw, 0, 1)``
     (float arithmetic: several times faster than a bool mask's conversion)."""
 
-    def __init__(self, draws: torch.Tensor, threshold: float) -> None:
-        self.draws = draws.reshape(-1)
+    def __init__(self, draws: DrawStream, threshold: float) -> None:
+        self.draws = draws
         # ceil(t - d) = ceil(t) - d; a float tensor, so the int16 draws promote to float32
-        self.threshold = torch.tensor(float(math.ceil(threshold)), device=draws.device)
+        self.threshold = torch.tensor(float(math.ceil(threshold)), device=draws.inputs.device)
 
     def block(self, start: int, end: int, out: torch.Tensor) -> torch.Tensor:
-        return torch.sub(self.threshold, self.draws[start:end], out=out).clamp_(0, 1)
+        return torch.sub(self.threshold, self.draws.block(start, end), out=out).clamp_(0, 1)
 
 
 class RankedDraws:
     """Keep where a uniform 16-bit draw falls below ``slope * rank + intercept`` (della's per-entry
     threshold): ``clamp(ceil(threshold - draw), 0, 1)``."""
 
-    def __init__(self, draws: torch.Tensor, rank: torch.Tensor, slope: float, intercept: float,
+    def __init__(self, draws: DrawStream, rank: torch.Tensor, slope: float, intercept: float,
                  spare: torch.Tensor) -> None:
-        self.draws, self.rank = draws.reshape(-1), rank.reshape(-1)
+        self.draws, self.rank = draws, rank.reshape(-1)
         self.slope, self.intercept, self.spare = slope, intercept, spare
 
     def block(self, start: int, end: int, out: torch.Tensor) -> torch.Tensor:
         threshold = self.spare[:end - start].copy_(self.rank[start:end]).mul_(self.slope).add_(self.intercept)
-        return torch.sub(threshold, self.draws[start:end], out=out).ceil_().clamp_(0, 1)
+        return torch.sub(threshold, self.draws.block(start, end), out=out).ceil_().clamp_(0, 1)
 
 
 def magnitude(inputs: MergeInputs, i: int, density: float, **_: object) -> Keep | None:
@@ -105,17 +138,12 @@ def below(probability: float | torch.Tensor) -> float | torch.Tensor:
     return probability * 65536 - 32768
 
 
-def _draws(inputs: MergeInputs, i: int, generator: torch.Generator | None) -> torch.Tensor:
-    words = inputs.buffer(f"draws {i}", (word_count(inputs.numel),), torch.int64)
-    return uniform_draws(inputs.shape, generator, inputs.device, words)
-
-
 def random_keep(inputs: MergeInputs, i: int, density: float, generator: torch.Generator | None = None,
                 **_: object) -> Keep | None:
     """DARE: keep each entry with probability ``density`` (one seeded uniform draw per entry)."""
     if density >= 1:
         return None
-    return Draws(_draws(inputs, i, generator), below(density))
+    return Draws(DrawStream(inputs, i, generator), below(density))
 
 
 def outliers(inputs: MergeInputs, i: int, density: float, gamma: float = 0.01, **_: object) -> Keep | None:
@@ -141,30 +169,37 @@ def magprune(inputs: MergeInputs, i: int, density: float, epsilon: float = 0.15,
     rank = inputs.row_rank(i)
     span = max(rank.shape[1] - 1, 1)
     # below(density - epsilon + rank * 2 epsilon / span)
-    return RankedDraws(_draws(inputs, i, generator), rank, 2 * epsilon / span * 65536, below(density - epsilon),
+    return RankedDraws(DrawStream(inputs, i, generator), rank, 2 * epsilon / span * 65536, below(density - epsilon),
                        inputs.block_buffer(f"threshold {i}"))
 
 
-def _sparsified(inputs: MergeInputs, keeps: Sequence[Keep | None]) -> tuple[list[torch.Tensor | None], list[float]]:
+def _sparsified(inputs: MergeInputs, keeps: Sequence[Keep | None],
+                output: torch.Tensor) -> tuple[list[torch.Tensor | None], list[float]]:
     """Per source with a keep: its kept entries of the task vector (the dropped ones 0; a whole float32
-    tensor, a work buffer, so the merge pass reads them instead of the source and the keep again), and its
-    rescale factor: the task vector's L1 norm over the kept entries' (1 where either is about 0, or nothing
-    is dropped)."""
-    totals = [[0.0, 0.0] for _ in keeps]
-    sparse = [None if keep is None else inputs.buffer(f"kept delta {i}").view(-1) for i, keep in enumerate(keeps)]
+    tensor, so the merge pass reads them instead of the source and the keep again), and its rescale factor:
+    the task vector's L1 norm over the kept entries' (1 where either is about 0, or nothing is dropped).
+
+    One source after the other, so that random keeps draw block by block in the generator's order. The
+    first source's kept entries go into ``output`` (flat, float32): the merge pass reads a block of them
+    before it writes the same block of the result."""
+    sparse, factors = [], []
     kept, scratch = inputs.block_buffer("keep"), inputs.block_buffer("work")
-    for start, end in inputs.blocks():
-        base = inputs.base_block(start, end)
-        for i, keep in enumerate(keeps):
-            if keep is not None:
-                delta = inputs.delta_block(i, start, end, base, sparse[i][start:end])
-                magnitudes = torch.abs(delta, out=scratch[:end - start])
-                keep_block = keep.block(start, end, kept[:end - start])
-                totals[i][0] += float(magnitudes.sum())
-                totals[i][1] += float(torch.dot(magnitudes, keep_block))
-                delta.mul_(keep_block)
-    factors = [1.0 if keep is None or before < 1e-7 or after < 1e-7 else before / after
-               for keep, (before, after) in zip(keeps, totals)]
+    for i, keep in enumerate(keeps):
+        if keep is None:
+            sparse.append(None)
+            factors.append(1.0)
+            continue
+        into = output if all(s is None for s in sparse) else inputs.buffer(f"kept delta {i}").view(-1)
+        before = after = 0.0
+        for start, end in inputs.blocks():
+            delta = inputs.delta_block(i, start, end, inputs.base_block(start, end), into[start:end])
+            magnitudes = torch.abs(delta, out=scratch[:end - start])
+            keep_block = keep.block(start, end, kept[:end - start])
+            before += float(magnitudes.sum())
+            after += float(torch.dot(magnitudes, keep_block))
+            delta.mul_(keep_block)
+        sparse.append(into)
+        factors.append(1.0 if before < 1e-7 or after < 1e-7 else before / after)
     return sparse, factors
 
 
@@ -190,12 +225,16 @@ def combine(inputs: MergeInputs, sparsify, elect_signs: bool, weight: Sequence[f
                                                     **{key: values[i] for key, values in per_source.items()})
              for i in range(count)]
     weights, sparse = list(weight), [None] * count
-    if rescale and any(keep is not None for keep in keeps):
-        sparse, factors = _sparsified(inputs, keeps)
-        weights = [w * f for w, f in zip(weight, factors)]
-        keeps = [None] * count  # applied: the merge pass reads the kept entries
     result = inputs.output()
     flat = result.view(-1)
+    if rescale and any(keep is not None for keep in keeps):
+        sparse, factors = _sparsified(inputs, keeps, flat)
+        weights = [w * f for w, f in zip(weight, factors)]
+        keeps = [None] * count  # applied: the merge pass reads the kept entries
+    for keep in keeps:  # the merge pass reads every source's block in turn: draw whole, in source order
+        draws = getattr(keep, "draws", None)
+        if draws is not None:
+            draws.draw_whole()
     total, magnitudes, work = (inputs.block_buffer(name) for name in ("total", "magnitudes", "work"))
     deltas = [inputs.block_buffer(f"delta {i}") for i in range(count)]
     kept = [inputs.block_buffer(f"keep {i}") for i in range(count)]
