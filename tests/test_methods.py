@@ -192,6 +192,12 @@ def test_della_ranks_magnitudes_within_rows_ties_in_column_order():
     order = torch.argsort(rows.abs(), dim=1, stable=True)
     want = torch.argsort(order, dim=1)  # the position of each column in its row's order
     got = _row_rank(rows)
+    assert got.dtype == torch.int16 and torch.equal(got.long(), want)
+    base = torch.randint(-8, 8, (7, 300), generator=torch.Generator().manual_seed(1)) / 4  # sums stay exact
+    assert torch.equal(_row_rank(rows + base, base), got)  # ranks of the difference
+    long_rows = (torch.randn(2, 40_000, generator=torch.Generator().manual_seed(2)) * 4).round() / 4
+    got = _row_rank(long_rows)  # ranks past int16
+    want = torch.argsort(torch.argsort(long_rows.abs(), dim=1, stable=True), dim=1)
     assert got.dtype == torch.int32 and torch.equal(got.long(), want)
 
 

@@ -226,32 +226,50 @@ class MergeInputs:
         return Largest(buckets, tails, k, lambda at: self.delta_at(i, at).abs())
 
     def row_rank(self, i: int) -> torch.Tensor:
-        """Per entry, its rank by magnitude within its row (0 = smallest; a 1-d tensor is one row), int32."""
-        def make() -> torch.Tensor:
-            delta = self.delta(i)
-            rows = delta.reshape(delta.shape[0], -1) if delta.dim() >= 2 else delta.reshape(1, -1)
-            return _row_rank(rows)
+        """Per entry of task vector i, its rank by magnitude within its row (0 = smallest; a 1-d tensor is one
+        row): int16 where rows are at most 32768 long, else int32."""
+        def rows(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.reshape(tensor.shape[0], -1) if tensor.dim() >= 2 else tensor.reshape(1, -1)
 
-        return self._cached(i, "row_rank", make)
+        return self._cached(i, "row_rank", lambda: _row_rank(rows(self.tensors[i]), rows(self.base_tensor)))
 
 
-def _row_rank(rows: torch.Tensor) -> torch.Tensor:
-    """Per entry of a 2-d float32 tensor, its rank by magnitude within its row, ties in column order (int32).
+def _row_rank(rows: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
+    """Per entry of a 2-d tensor (minus ``base``, when given), its rank by magnitude within its row, ties in
+    column order: int16 where rows are at most 32768 long, else int32.
 
     Each entry's int64 key holds its magnitude's float32 bits (the sign bit cleared: ordered as the
     magnitudes are) in the high half and its column in the low half. The keys are distinct, so every sort
     gives the same order on every CPU and GPU, and sorting the keys alone carries the permutation in their
-    low halves. On CPU, numpy's vectorised sort of the keys is 4-9x faster than torch's stable argsort."""
+    low halves. On CPU, numpy's vectorised sort of the keys is 4-9x faster than torch's stable argsort, and
+    the rows go a few at a time (about :data:`BLOCK` entries), so that their differences and keys stay in
+    the CPU cache from the subtraction to the ranks written (about 1.8x faster on a 32000 x 512 embedding)."""
     r, n = rows.shape
-    keys = torch.empty((r, n), dtype=torch.int64, device=rows.device)
-    halves = keys.view(torch.int32).view(r, n, 2)
+    device = rows.device
+    step = max(1, BLOCK // max(n, 1)) if device.type == "cpu" else r
+    rank = torch.empty((r, n), dtype=torch.int16 if n <= 32768 else torch.int32, device=device)
+    keys = torch.empty((min(step, r), n), dtype=torch.int64, device=device)
+    work = torch.empty((min(step, r), n), dtype=torch.float32, device=device)
     low, high = (0, 1) if sys.byteorder == "little" else (1, 0)
-    halves[..., low] = torch.arange(n, dtype=torch.int32, device=rows.device)
-    torch.bitwise_and(rows.contiguous().view(torch.int32), 0x7FFFFFFF, out=halves[..., high])
-    if keys.device.type == "cpu":
-        keys.numpy().sort(axis=1)
-    else:
-        keys = torch.sort(keys, dim=1).values
-    order = keys.bitwise_and_(0xFFFFFFFF)
-    rank = torch.empty((r, n), dtype=torch.int32, device=rows.device)
-    return rank.scatter_(1, order, torch.arange(n, dtype=torch.int32, device=rows.device).expand(r, n))
+    columns = torch.arange(n, dtype=torch.int32, device=device)
+    positions = columns.to(rank.dtype)
+    for start in range(0, r, step):
+        end = min(r, start + step)
+        values = work[:end - start]
+        if base is None:
+            values.copy_(rows[start:end])
+        elif rows.dtype == base.dtype == torch.float32:
+            torch.sub(rows[start:end], base[start:end], out=values)
+        else:  # (in float32, as MergeInputs.delta)
+            values.copy_(rows[start:end]).sub_(base[start:end])
+        chunk = keys[:end - start]
+        halves = chunk.view(torch.int32).view(end - start, n, 2)
+        halves[..., low] = columns
+        torch.bitwise_and(values.view(torch.int32), 0x7FFFFFFF, out=halves[..., high])
+        if device.type == "cpu":
+            chunk.numpy().sort(axis=1)
+        else:
+            chunk = torch.sort(chunk, dim=1).values
+        order = chunk.bitwise_and_(0xFFFFFFFF)
+        rank[start:end].scatter_(1, order, positions.expand(end - start, n))
+    return rank
