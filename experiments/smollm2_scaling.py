@@ -77,14 +77,13 @@ def main() -> int:
         "| w_QA | w_play | held-out QA accuracy (95% CI) | held-out Macbeth loss (95% CI) | beats (1, 1) on both |",
         "|---|---|---|---|---|",
     ]
-    for weights in GRID:
-        s = scores[weights]
-        beats = s["qa_accuracy"] > default["qa_accuracy"] and s["play_loss"] < default["play_loss"]
-        verdict = "(mergekit's default)" if weights == (1.0, 1.0) else "yes" if beats else "no"
-        lines.append(f"| {weights[0]:g} | {weights[1]:g} | {s['qa_accuracy']:.3f} ± {s['qa_accuracy_ci']:.3f} | "
-                     f"{s['play_loss']:.3f} ± {s['play_loss_ci']:.3f} | {verdict} |")
     winners = [w for w in GRID if scores[w]["qa_accuracy"] > default["qa_accuracy"]
                and scores[w]["play_loss"] < default["play_loss"]]
+    for weights in GRID:
+        s = scores[weights]
+        verdict = "(mergekit's default)" if weights == (1.0, 1.0) else "yes" if weights in winners else "no"
+        lines.append(f"| {weights[0]:g} | {weights[1]:g} | {s['qa_accuracy']:.3f} ± {s['qa_accuracy_ci']:.3f} | "
+                     f"{s['play_loss']:.3f} ± {s['play_loss_ci']:.3f} | {verdict} |")
     lines += ["", f"{len(winners)} of {len(GRID) - 1} scaled merges beat mergekit's default on both held-out tasks"
               + (f": {', '.join(str(w) for w in winners)}." if winners else ".")]
     (out / "results.md").write_text("\n".join(lines) + "\n")
