@@ -109,6 +109,12 @@ class DerivedCache:
             self.size += size
         return value
 
+    def peek(self, key: Hashable) -> torch.Tensor | None:
+        """The tensor cached under ``key``, or None (nothing is computed)."""
+        if key in self._items:
+            self._items.move_to_end(key)
+        return self._items.get(key)
+
     def buffer(self, name: str, shape: Sequence[int], device: torch.device,
                dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """A work buffer of this shape (contents undefined), the same one on every call. The buffers of the
@@ -162,6 +168,14 @@ class MergeInputs:
         if self.cache is None or not self.keys:
             return make()
         return self.cache.get((self.keys[i], kind), make)
+
+    def known(self, i: int, kind: str) -> torch.Tensor | None:
+        """What is cached for source i under ``kind``, or None (nothing is computed)."""
+        return None if self.cache is None or not self.keys else self.cache.peek((self.keys[i], kind))
+
+    def remember(self, i: int, kind: str, value: torch.Tensor) -> None:
+        """Cache ``value`` for source i under ``kind`` (a no-op without a cache)."""
+        self._cached(i, kind, lambda: value)
 
     def buffer(self, name: str, shape: Sequence[int] | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """A work buffer shaped like the sources (or ``shape``), reused across merges when there is a cache."""

@@ -82,22 +82,22 @@ class DrawStream:
 
 
 class Draws:
-    """Keep where a uniform 16-bit draw falls below ``threshold``: ``clamp(ceil(threshold) - draw, 0, 1)``
-    (float arithmetic: several times faster than a bool mask's conversion; the draws are converted in
-    place first, which is faster than a mixed-type subtraction)."""
+    """Keep where a uniform 16-bit draw falls below ``threshold``, as float 0/1: the draws are copied into
+    the float32 output, then compared in place (faster than a bool mask's conversion, or a comparison of
+    int16 with float32). The draws are whole numbers, so ``draw < threshold`` is ``draw < ceil(threshold)``,
+    which is exact in float32."""
 
     def __init__(self, draws: DrawStream, threshold: float) -> None:
         self.draws = draws
-        # ceil(t - d) = ceil(t) - d
         self.threshold = torch.tensor(float(math.ceil(threshold)), device=draws.inputs.device)
 
     def block(self, start: int, end: int, out: torch.Tensor) -> torch.Tensor:
-        return torch.sub(self.threshold, out.copy_(self.draws.block(start, end)), out=out).clamp_(0, 1)
+        return torch.lt(out.copy_(self.draws.block(start, end)), self.threshold, out=out)
 
 
 class RankedDraws:
     """Keep where a uniform 16-bit draw falls below ``slope * rank + intercept`` (della's per-entry
-    threshold): ``clamp(ceil(threshold - draw), 0, 1)``."""
+    threshold, float32), as float 0/1 (compared as :class:`Draws` does)."""
 
     def __init__(self, draws: DrawStream, rank: torch.Tensor, slope: float, intercept: float,
                  spare: torch.Tensor) -> None:
@@ -106,7 +106,7 @@ class RankedDraws:
 
     def block(self, start: int, end: int, out: torch.Tensor) -> torch.Tensor:
         threshold = self.spare[:end - start].copy_(self.rank[start:end]).mul_(self.slope).add_(self.intercept)
-        return torch.sub(threshold, out.copy_(self.draws.block(start, end)), out=out).ceil_().clamp_(0, 1)
+        return torch.lt(out.copy_(self.draws.block(start, end)), threshold, out=out)
 
 
 def magnitude(inputs: MergeInputs, i: int, density: float, **_: object) -> Keep | None:
@@ -191,14 +191,18 @@ def _sparsified(inputs: MergeInputs, keeps: Sequence[Keep | None],
             factors.append(1.0)
             continue
         into = output if all(s is None for s in sparse) else inputs.buffer(f"kept delta {i}").view(-1)
-        before = after = 0.0
+        norm = inputs.known(i, "L1 norm")  # the task vector's, the same for every candidate of a search
+        before, after = (0.0 if norm is None else float(norm)), 0.0
         for start, end in inputs.blocks():
             delta = inputs.delta_block(i, start, end, inputs.base_block(start, end), into[start:end])
             magnitudes = torch.abs(delta, out=scratch[:end - start])
             keep_block = keep.block(start, end, kept[:end - start])
-            before += float(magnitudes.sum())
+            if norm is None:
+                before += float(magnitudes.sum())
             after += float(torch.dot(magnitudes, keep_block))
             delta.mul_(keep_block)
+        if norm is None:
+            inputs.remember(i, "L1 norm", torch.tensor(before, dtype=torch.float64))
         sparse.append(into)
         factors.append(1.0 if before < 1e-7 or after < 1e-7 else before / after)
     return sparse, factors
