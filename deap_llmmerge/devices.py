@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import fcntl
 import os
 import tempfile
@@ -11,7 +12,7 @@ import torch
 
 from .errors import ConfigError
 
-__all__ = ["resolve_device", "worker_device", "available_memory"]
+__all__ = ["resolve_device", "worker_device", "available_memory", "mapped_from_file"]
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -58,3 +59,28 @@ def available_memory(device: torch.device) -> int:
     except OSError:
         pass
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def mapped_from_file(tensors: list[torch.Tensor]) -> list[bool]:
+    """Per tensor, whether its memory is a private mapping of a file (a model loaded from safetensors):
+    writing there first copies each page from the file. Read from /proc/self/maps (Linux; elsewhere every
+    answer is False)."""
+    try:
+        with open("/proc/self/maps") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return [False] * len(tensors)
+    ranges = []
+    for line in lines:  # address perms offset device inode [path]; inode 0: anonymous memory
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[4] != "0" and fields[1].endswith("p"):
+            low, high = (int(address, 16) for address in fields[0].split("-"))
+            ranges.append((low, high))
+    ranges.sort()
+    lows = [low for low, _ in ranges]
+
+    def mapped(tensor: torch.Tensor) -> bool:
+        at = bisect.bisect_right(lows, tensor.data_ptr()) - 1
+        return tensor.device.type == "cpu" and at >= 0 and tensor.data_ptr() < ranges[at][1]
+
+    return [mapped(tensor) for tensor in tensors]

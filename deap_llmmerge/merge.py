@@ -15,6 +15,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from .devices import mapped_from_file
 from .methods import MERGE_METHODS, MergeInputs
 from .parts import decoder_layers, is_layer_part, layer_index, split_parts
 from .plan import MergePlan, PartMerge
@@ -45,6 +46,9 @@ class _Skeleton:
         params = dict(model.named_parameters())
         self.targets = {part: [(inner, params[full]) for full, inner in names]
                         for part, names in split_parts(model).items()}
+        # weights still in a mapped file's pages (a reference loaded from safetensors): the first write
+        # of each goes to new memory instead, which is cheaper than copying the pages it overwrites
+        self.mapped = {id(p) for p, mapped in zip(params.values(), mapped_from_file(list(params.values()))) if mapped}
         self.layers = decoder_layers(model)[1]
         self.loaded: dict[str, PartMerge] = {}
         self.layer_sources = [i % reference_depth for i in range(len(self.layers))]
@@ -120,6 +124,9 @@ class MergeEngine:
         method = MERGE_METHODS[step.method]
         params = step.kwargs
         for inner, target in skeleton.targets[part]:
+            if id(target) in skeleton.mapped:
+                skeleton.mapped.discard(id(target))
+                target.data = torch.empty_like(target)
             tensors = [self.pool.tensor(k, step.source_part, inner) for k in step.sources]
             if step.method == "take":
                 target.copy_(tensors[0])

@@ -5,6 +5,7 @@ import torch
 from conftest import tiny_benchmark, tiny_model
 
 from deap_llmmerge import GenomeSpace, LLMMergeGA, SourcePool
+from deap_llmmerge.devices import mapped_from_file
 from deap_llmmerge.genomes.blend import decodeBlend
 from deap_llmmerge.genomes.choice import decodeChoice
 from deap_llmmerge.merge import MergeEngine
@@ -95,6 +96,29 @@ def test_engine_writes_into_one_skeleton_and_skips_unchanged_parts():
     assert first is second is skeleton
     assert embed.data_ptr() == pointer
     assert engine.loaded["layers.0"].sources == (1,)
+
+
+def test_skeleton_loaded_from_safetensors_gives_the_same_merge_as_a_copied_one(saved_llamas):
+    """The first skeleton of a pool is the reference model as transformers maps it from its file; the engine
+    writes each of its tensors into new memory on first use. Merges, and the parts left alone, are as in
+    a skeleton that was copied."""
+    pool = SourcePool(saved_llamas)
+    mapped, copied = pool.new_skeleton(), pool.new_skeleton()
+    weights = list(mapped.parameters())
+    if not any(mapped_from_file(weights)):
+        pytest.skip("transformers did not map the weights from the file here")
+    n = len(pool.part_names)
+    plan = decodeBlend([0.3, 0.7] * n, space_of(pool))
+    ours = dict(MergeEngine(pool, mapped).apply(plan, skip=frozenset({"head"})).named_parameters())
+    theirs = dict(MergeEngine(pool, copied).apply(plan, skip=frozenset({"head"})).named_parameters())
+    for name, param in theirs.items():
+        assert torch.equal(ours[name], param), name
+    head = {full for full, _ in pool.parts["head"]}
+    assert not any(mapped_from_file([p for name, p in ours.items() if name not in head]))
+    first = dict(tiny_model("llama", 1).named_parameters())
+    for name in head:  # skipped: still source 0's weights
+        assert torch.equal(ours[name], first[name]), name
+    assert not torch.equal(ours["model.embed_tokens.weight"], first["model.embed_tokens.weight"])
 
 
 @pytest.mark.parametrize("genome", [[0, 1], [0, 0, 0, 0, 7], [0.5, 0, 0, 0, 0]])
