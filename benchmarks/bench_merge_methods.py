@@ -3,9 +3,12 @@
 A Llama of about 58 M parameters (8 layers, hidden 512, vocabulary 32000, untied head), a base and two
 "fine-tunes" (the base plus small random task vectors), saved as safetensors. Every part is merged with
 the method and the same parameters (weights 0.6 / 0.4, density 0.5, t 0.4, gamma 0.01, epsilon 0.1).
-Ours is timed two ways: the merge into the skeleton a search reuses (what one evaluation pays), and the
-whole job mergekit does (map the sources, merge, save a safetensors checkpoint). mergekit runs in its own
-venv (.cache/mergekit-venv, made on first use). One torch thread for both.
+
+Both sides are timed on the first merge of a fresh process, and after other merges in one process (as
+one run_merge after another). Ours is also timed on the merge into the skeleton a search reuses (cold: a
+new pool, nothing cached; warm: every later candidate) and on the whole job run_merge does (map the
+sources, merge, save a safetensors checkpoint). mergekit runs in its own venv (.cache/mergekit-venv, made
+on first use). One torch thread for both.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_merge_methods.py
 """
@@ -32,6 +35,7 @@ from deap_llmmerge.plan import MergePlan
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".cache" / "mergekit-venv"
+HELPERS = ROOT / "benchmarks" / "helpers"
 METHODS = ["linear", "slerp", "task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs", "della"]
 PARAMS = {"weight": (0.6, 0.4), "density": (0.5, 0.5), "gamma": (0.01, 0.01), "epsilon": (0.1, 0.1), "t": (0.4,)}
 
@@ -110,29 +114,38 @@ def main() -> None:
             config.write_text(mergekit_config(plan, [str(p) for p in paths[1:]] + [str(paths[0])], [args.layers] * 3,
                                               2, pool.base_index if method != "slerp" else None))
             configs.append(str(config))
+        env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+        first = {method: float(subprocess.run([sys.executable, str(HELPERS / "first_merge.py"), method, str(folder)],
+                                              capture_output=True, text=True, check=True,
+                                              env={**env, "PYTHONPATH": str(ROOT)}).stdout.split()[-1])
+                 for method in METHODS}
         python = mergekit_python()
-        theirs = {}
+        theirs, theirs_first = {}, {}
         if python is not None:
-            done = subprocess.run([str(python), str(ROOT / "benchmarks" / "helpers" / "mergekit_timing.py"),
-                                   str(folder / "mk"), *configs], capture_output=True, text=True,
-                                  env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+            done = subprocess.run([str(python), str(HELPERS / "mergekit_timing.py"), str(folder / "mk"), *configs],
+                                  capture_output=True, text=True, env=env)
             theirs = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else {}
+            for config in configs if theirs else ():
+                done = subprocess.run([str(python), str(HELPERS / "mergekit_timing.py"), str(folder / "mk-first"),
+                                       config], capture_output=True, text=True, env=env)
+                theirs_first.update(json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else {})
     print(f"### Merging once, per method ({params:.0f} M parameters, 1 CPU thread)\n")
-    print("Ours, cold: the first merge of a process (magnitude buckets and della's row ranks "
-          "computed); warm: every "
-          "later candidate of a search (other parameters, the same sources); whole job: map the sources, "
-          "merge, save a checkpoint, as `run_merge` does. Ratios are mergekit's time over ours.\n")
-    print("| method | ours cold (s) | ours warm (s) | ours whole job (s) | mergekit run_merge (s) | vs cold "
-          "| vs warm | vs whole job |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("First: the first merge of a fresh process, both sides (sources mapped and skeleton built before the "
+          "clock starts, for ours). The other columns follow other merges in one process, as mergekit's "
+          "`run_merge` calls do one after another: ours cold is a new source pool and skeleton (magnitude "
+          "buckets and della's row ranks computed), warm every later candidate of a search (other "
+          "parameters, the same sources), whole job maps the sources, merges and saves a checkpoint, as "
+          "`run_merge` does. Ratios are mergekit's time over ours: first over first, the others over "
+          "mergekit's in-sequence time.\n")
+    print("| method | ours first (s) | ours cold (s) | ours warm (s) | ours whole job (s) | mergekit first (s) "
+          "| mergekit (s) | vs first | vs cold | vs warm | vs whole job |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for method in METHODS:
-        mk = theirs.get(method)
-        cells = [f"{ours[method]:.2f}", f"{warm[method]:.2f}", f"{whole[method]:.2f}"]
-        if mk:
-            cells += [f"{mk:.2f}", f"{mk / ours[method]:.1f}x", f"{mk / warm[method]:.1f}x",
-                      f"{mk / whole[method]:.1f}x"]
-        else:
-            cells += ["n/a"] * 4
+        mk, mk_first = theirs.get(method), theirs_first.get(method)
+        cells = [f"{first[method]:.2f}", f"{ours[method]:.2f}", f"{warm[method]:.2f}", f"{whole[method]:.2f}"]
+        cells += [f"{mk_first:.2f}" if mk_first else "n/a", f"{mk:.2f}" if mk else "n/a"]
+        cells += [f"{mk_first / first[method]:.1f}x" if mk_first else "n/a"]
+        cells += [f"{mk / mine:.1f}x" if mk else "n/a" for mine in (ours[method], warm[method], whole[method])]
         print(f"| {method} | " + " | ".join(cells) + " |")
     if not theirs:
         print("\nmergekit could not be installed or run here: no comparison.")
