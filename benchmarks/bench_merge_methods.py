@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -89,6 +91,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         paths = models(folder, args.layers, args.hidden)
+        os.sync()  # the sources on disk, as a user's are: no writeback competes with the timed merges
+        env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+        first = {method: float(subprocess.run([sys.executable, str(HELPERS / "first_merge.py"), method, str(folder)],
+                                              capture_output=True, text=True, check=True,
+                                              env={**env, "PYTHONPATH": str(ROOT)}).stdout.split()[-1])
+                 for method in METHODS}
         pool = SourcePool(paths[1:], base=paths[0])
         params = sum(t.numel() for t in pool.tensors[0].values()) / 1e6
         ours, warm, whole, configs = {}, {}, {}, []
@@ -110,15 +118,11 @@ def main() -> None:
             model = MergeEngine(fresh, fresh.new_skeleton()).apply(plan)
             save_model(model, folder / f"ours-{method}")
             whole[method] = time.perf_counter() - started
+            shutil.rmtree(folder / f"ours-{method}")  # (its pages not written back during the next timings)
             config = folder / f"{method}.yaml"
             config.write_text(mergekit_config(plan, [str(p) for p in paths[1:]] + [str(paths[0])], [args.layers] * 3,
                                               2, pool.base_index if method != "slerp" else None))
             configs.append(str(config))
-        env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
-        first = {method: float(subprocess.run([sys.executable, str(HELPERS / "first_merge.py"), method, str(folder)],
-                                              capture_output=True, text=True, check=True,
-                                              env={**env, "PYTHONPATH": str(ROOT)}).stdout.split()[-1])
-                 for method in METHODS}
         python = mergekit_python()
         theirs, theirs_first = {}, {}
         if python is not None:
@@ -136,7 +140,8 @@ def main() -> None:
           "buckets and della's row ranks computed), warm every later candidate of a search (other "
           "parameters, the same sources), whole job maps the sources, merges and saves a checkpoint, as "
           "`run_merge` does. Ratios are mergekit's time over ours: first over first, the others over "
-          "mergekit's in-sequence time.\n")
+          "mergekit's in-sequence time. The sources are on disk before the first timing, and every saved "
+          "output is deleted after its timing, so no writeback of an earlier file competes with a timing.\n")
     print("| method | ours first (s) | ours cold (s) | ours warm (s) | ours whole job (s) | mergekit first (s) "
           "| mergekit (s) | vs first | vs cold | vs warm | vs whole job |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
