@@ -53,6 +53,14 @@ def mergekit_python() -> Path | None:
     return python
 
 
+def mergekit_seconds(python: Path, out: Path, configs: list[str], env: dict[str, str]) -> dict[str, float]:
+    """``{method: seconds}`` of mergekit's run_merge on each config, one after another in one process (empty
+    when it fails)."""
+    done = subprocess.run([str(python), str(HELPERS / "mergekit_timing.py"), str(out), *configs],
+                          capture_output=True, text=True, env=env)
+    return json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else {}
+
+
 def models(folder: Path, layers: int, hidden: int) -> list[Path]:
     config = LlamaConfig(vocab_size=32000, hidden_size=hidden, intermediate_size=hidden * 8 // 3,
                          num_hidden_layers=layers, num_attention_heads=8, num_key_value_heads=8,
@@ -126,13 +134,9 @@ def main() -> None:
         python = mergekit_python()
         theirs, theirs_first = {}, {}
         if python is not None:
-            done = subprocess.run([str(python), str(HELPERS / "mergekit_timing.py"), str(folder / "mk"), *configs],
-                                  capture_output=True, text=True, env=env)
-            theirs = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else {}
+            theirs = mergekit_seconds(python, folder / "mk", configs, env)
             for config in configs if theirs else ():
-                done = subprocess.run([str(python), str(HELPERS / "mergekit_timing.py"), str(folder / "mk-first"),
-                                       config], capture_output=True, text=True, env=env)
-                theirs_first.update(json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else {})
+                theirs_first.update(mergekit_seconds(python, folder / "mk-first", [config], env))
     print(f"### Merging once, per method ({params:.0f} M parameters, 1 CPU thread)\n")
     print("First: the first merge of a fresh process, both sides (sources mapped and skeleton built before the "
           "clock starts, for ours). The other columns follow other merges in one process, as mergekit's "

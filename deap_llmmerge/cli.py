@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from . import __version__
 from .config import load_config
 from .distributed import LOCK_ENV, PROGRESS_ENV, ROOT_PID_ENV, STATUS_ENV
-from .errors import ConfigError, LLMMergeError
+from .errors import ConfigError, LLMMergeError, first_line
 from .objectives import SINGLE
 
 __all__ = ["main", "RunInterrupted"]
@@ -217,7 +217,7 @@ def main(argv: Sequence[str] | None = None, base_map: Callable | None = None) ->
         _write_status(str(exc), exc.signum)
         return 128 + exc.signum
     except (LLMMergeError, ValidationError, OSError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = first_line(exc)
         if not launched:
             print(f"deap-llmmerge: error: {message}", file=sys.stderr)
         _write_status(message)

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from .data import IGNORE_INDEX, KINDS, BenchmarkData
-from .errors import BenchmarkDataError
+from .errors import BenchmarkDataError, first_line
 from .output import TOKENIZER_FILES
 
 __all__ = ["build_benchmark", "load_tokenizer", "continuation_ids"]
@@ -44,8 +44,7 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
             return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True)
         return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code, local_files_only=True)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BenchmarkDataError(f"cannot load a tokenizer from {path}: {first}") from exc
+        raise BenchmarkDataError(f"cannot load a tokenizer from {path}: {first_line(exc)}") from exc
 
 
 def continuation_ids(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:

@@ -8,7 +8,15 @@ __all__ = [
     "BenchmarkDataError",
     "InvalidGenomeError",
     "EvaluationError",
+    "first_line",
 ]
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when the message is empty): what a
+    library's multi-line error says in the one line a user gets."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class LLMMergeError(Exception):

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import SourceModelError
+from .errors import SourceModelError, first_line
 
 __all__ = ["Source", "as_source", "load_model", "load_config", "meta_parameter_names", "mmap_safetensors",
            "map_weights", "weight_files", "sha256_of"]
@@ -50,11 +50,6 @@ def as_source(item: object, index: int) -> Source:
     raise SourceModelError(f"source {index}: expected a model, a path or {{path, name}}, got {type(item).__name__}")
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def load_model(source: Source, trust_remote_code: bool = False) -> nn.Module:
     """Load a causal LM from a local HF folder or a ``.gguf`` file (weights dequantised)."""
     from transformers import AutoModelForCausalLM
@@ -78,7 +73,7 @@ def load_model(source: Source, trust_remote_code: bool = False) -> nn.Module:
             model = AutoModelForCausalLM.from_pretrained(str(path), trust_remote_code=trust_remote_code,
                                                          local_files_only=True)
     except Exception as exc:  # transformers raises many types; the user needs the one line
-        raise SourceModelError(f"cannot load source model {path}: {_first_line(exc)}") from exc
+        raise SourceModelError(f"cannot load source model {path}: {first_line(exc)}") from exc
     return model.eval()
 
 
@@ -104,7 +99,7 @@ def load_config(path: Path, trust_remote_code: bool = False):
     try:
         return AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code, local_files_only=True)
     except Exception as exc:
-        raise SourceModelError(f"cannot load source model {path}: {_first_line(exc)}") from exc
+        raise SourceModelError(f"cannot load source model {path}: {first_line(exc)}") from exc
 
 
 def meta_parameter_names(config, trust_remote_code: bool = False) -> set[str]:
@@ -154,7 +149,7 @@ def load_pytorch_weights(path: Path) -> dict[str, torch.Tensor]:
         except RuntimeError:  # the legacy format cannot be mapped
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise SourceModelError(f"{path}: cannot read PyTorch weights: {_first_line(exc)}") from exc
+        raise SourceModelError(f"{path}: cannot read PyTorch weights: {first_line(exc)}") from exc
     if not isinstance(state, Mapping) or not all(isinstance(t, torch.Tensor) for t in state.values()):
         raise SourceModelError(f"{path}: not a PyTorch state dict (a mapping of names to tensors)")
     return dict(state)

@@ -96,9 +96,9 @@ class DerivedCache:
         self._buffers: OrderedDict[tuple, dict[str, torch.Tensor]] = OrderedDict()
 
     def get(self, key: Hashable, make: Callable[[], torch.Tensor]) -> torch.Tensor:
-        if key in self._items:
-            self._items.move_to_end(key)
-            return self._items[key]
+        found = self.peek(key)
+        if found is not None:
+            return found
         value = make()
         size = value.numel() * value.element_size()
         if size <= self.limit_bytes:
