@@ -215,10 +215,13 @@ class LLMMergeGA:
             evaluator = self.evaluator
             evaluator.family.register_operators(self.toolbox, evaluator.space, rate)
 
-    def _record(self, evaluations: int) -> None:
+    def _record(self, evaluations: int, scored: list) -> None:
+        """Hall of fame (or front), logbook and callback after a generation whose new candidates are ``scored``.
+        The front sees every candidate scored, not only NSGA-II's survivors: an offspring dropped for its
+        crowding distance may still dominate a member."""
         if self.selection == "nsga2":
             before = {id(ind) for ind in self.halloffame}
-            self.halloffame.update(self.population)
+            self.halloffame.update(scored + self.population)
             if {id(ind) for ind in self.halloffame} != before:
                 self.improved_at = self.generation
         else:
@@ -251,15 +254,17 @@ class LLMMergeGA:
             parents = self.toolbox.select_parents(self.population, self.population_size)
             offspring = algorithms.varAnd(parents, self.toolbox, self.crossover_rate, 1.0)
             evaluations = self._score(offspring, self.generation + 1)
+            scored = offspring
             self.population[:] = self.toolbox.select(self.population + offspring, self.population_size)
         else:
             elites = [self.toolbox.clone(ind) for ind in tools.selBest(self.population, self.num_elites)]
             offspring = self.toolbox.select(self.population, self.population_size - len(elites))
             offspring = algorithms.varAnd(offspring, self.toolbox, self.crossover_rate, 1.0)
             evaluations = self._score(offspring, self.generation + 1)
+            scored = offspring
             self.population[:] = elites + offspring
         self.generation += 1
-        self._record(evaluations)
+        self._record(evaluations, scored)
 
     def run(self) -> list:
         """Evolve for ``max_generations`` (or until ``patience`` runs out); return the best individual."""
@@ -269,9 +274,10 @@ class LLMMergeGA:
             self.population = self.toolbox.population(n=self.population_size)
             self.generation = 0
             evaluations = self._score(self.population, 0)
+            scored = list(self.population)
             if self.selection == "nsga2":
                 self.population[:] = self.toolbox.select(self.population, self.population_size)
-            self._record(evaluations)
+            self._record(evaluations, scored)
         while self.generation < self.max_generations:
             if self.patience is not None and self.generation - self.improved_at >= self.patience:
                 log.info("stopping early: no improvement for %d generations", self.patience)

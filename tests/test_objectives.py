@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 import yaml
-from conftest import cli, tiny_model
+from conftest import cli, tiny_benchmark, tiny_model
 from safetensors.torch import load_file
 
 from deap_llmmerge import BenchmarkData, ConfigError, LLMMergeGA
@@ -95,3 +95,34 @@ def test_adaptive_mutation_raises_the_rate_while_the_population_is_uniform():
     diversity = [record["diversity"] for record in ga.logbook]
     assert all((rate == 0.2) == (share < 0.9) for rate, share in zip(rates, diversity))
     assert 0.2 in rates
+
+
+def _non_dominated(values: list[tuple[float, ...]]) -> set[tuple[float, ...]]:
+    """The fitness tuples (all minimised) that no other tuple beats on every objective."""
+    return {v for v in values if not any(w != v and all(a <= b for a, b in zip(w, v)) for w in values)}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_front_is_the_non_dominated_set_of_every_candidate_scored_resumed_or_not(seed):
+    from deap_llmmerge.checkpoint import ga_state, restore_ga
+
+    models = [tiny_model("llama", s) for s in (1, 2, 3)]
+    benchmarks = {f"b{i}": tiny_benchmark(seed=i) for i in range(4)}
+
+    def make(generations):
+        return LLMMergeGA(models, benchmarks, population_size=4, max_generations=generations, mutation_rate=0.3,
+                          genome="blend", seed=seed, objectives=[f"b{i}.loss" for i in range(4)], selection="nsga2")
+
+    whole = make(5)
+    best = whole.run()
+    scored = list(whole.cached_map.cache.values())
+    front = [tuple(ind.fitness.values) for ind in whole.halloffame]
+    assert set(front) == _non_dominated(scored) and len(front) == len(set(front))
+    assert tuple(best.fitness.values) in set(front)
+
+    first = make(2)
+    first.run()
+    resumed = make(5)
+    restore_ga(resumed, ga_state(first))
+    resumed.run()
+    assert [list(ind) for ind in resumed.halloffame] == [list(ind) for ind in whole.halloffame]
