@@ -59,11 +59,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint")
     run.add_argument("--force", action="store_true",
                      help="start afresh in a non-empty --output; with --resume, accept a changed config or inputs")
+    run.add_argument("--trust-remote-code", action="store_true",
+                     help="let models with their own code (auto_map) run it (as trust_remote_code: true does)")
     export = commands.add_parser("export", parents=[quiet], help="rebuild a merged model from a recipe.json")
     export.add_argument("recipe", type=Path, help="a run's recipe.json, or the run folder holding it")
     export.add_argument("--output", type=Path, required=True, help="folder for the merged model (must not exist)")
     export.add_argument("--member", type=int, help="member K of the recipe's Pareto front (NSGA-II runs)")
     export.add_argument("--no-hash-check", action="store_true", help="skip the check that sources are unchanged")
+    export.add_argument("--trust-remote-code", action="store_true",
+                        help="run the source models' own code (never done on a recipe's word alone)")
     data = commands.add_parser("data", parents=[quiet], help="benchmark files")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     build = data_commands.add_parser("build", parents=[quiet],
@@ -119,6 +123,8 @@ def _run(args: argparse.Namespace, base_map: Callable | None) -> None:
     if args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     config = load_config(args.config)
+    if args.trust_remote_code:
+        config = config.model_copy(update={"trust_remote_code": True})
     if args.resume and args.output is None:
         raise ConfigError("--resume needs the --output directory of the run to continue")
     output = (args.output or Path("runs") / time.strftime("%Y%m%d-%H%M%S")).absolute()
@@ -126,7 +132,8 @@ def _run(args: argparse.Namespace, base_map: Callable | None) -> None:
     with contextlib.nullcontext() if held_by_launcher else RunLock(output), _stop_on_signals():
         try:
             if base_map is None and args.workers > 1 and args.backend == "scoop":
-                flags = [flag for flag, on in (("--resume", args.resume), ("--force", args.force)) if on]
+                flags = [flag for flag, on in (("--resume", args.resume), ("--force", args.force),
+                                               ("--trust-remote-code", args.trust_remote_code)) if on]
                 argv = [*(["--quiet"] if args.quiet else []), "run", str(args.config), "--output", str(output), *flags]
                 try:
                     print(launch_scoop(argv, args.workers, args.hostfile, {LOCK_ENV: str(output)}), end="")
@@ -156,7 +163,9 @@ def _run(args: argparse.Namespace, base_map: Callable | None) -> None:
 def _export(args: argparse.Namespace, base_map: Callable | None) -> None:
     from .runner import export_recipe
 
-    print(f"wrote {export_recipe(args.recipe, args.output, check_hashes=not args.no_hash_check, member=args.member)}")
+    written = export_recipe(args.recipe, args.output, check_hashes=not args.no_hash_check, member=args.member,
+                            trust_remote_code=args.trust_remote_code)
+    print(f"wrote {written}")
 
 
 def _data(args: argparse.Namespace, base_map: Callable | None) -> None:

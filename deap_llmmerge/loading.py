@@ -73,8 +73,15 @@ def load_model(source: Source, trust_remote_code: bool = False) -> nn.Module:
             model = AutoModelForCausalLM.from_pretrained(str(path), trust_remote_code=trust_remote_code,
                                                          local_files_only=True)
     except Exception as exc:  # transformers raises many types; the user needs the one line
-        raise SourceModelError(f"cannot load source model {path}: {first_line(exc)}") from exc
+        raise _load_error(path, exc, trust_remote_code) from exc
     return model.eval()
+
+
+def _load_error(path: Path, exc: Exception, trust_remote_code: bool) -> SourceModelError:
+    if not trust_remote_code and "custom code" in str(exc):
+        return SourceModelError(f"source model {path} needs its own code (auto_map in config.json): set "
+                                "trust_remote_code: true in the config, or pass --trust-remote-code, if you trust it")
+    return SourceModelError(f"cannot load source model {path}: {first_line(exc)}")
 
 
 def _check_model_folder(path: Path) -> None:
@@ -99,7 +106,7 @@ def load_config(path: Path, trust_remote_code: bool = False):
     try:
         return AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code, local_files_only=True)
     except Exception as exc:
-        raise SourceModelError(f"cannot load source model {path}: {first_line(exc)}") from exc
+        raise _load_error(path, exc, trust_remote_code) from exc
 
 
 def meta_parameter_names(config, trust_remote_code: bool = False) -> set[str]:

@@ -132,9 +132,10 @@ def _input_hashes(config: RunConfig) -> dict[str, str | None]:
 
 
 def _settings(config: RunConfig) -> dict:
-    """The config minus file locations: what must not change between a run and its resume."""
+    """The config minus file locations (and the permission to run the models' code, which changes no result):
+    what must not change between a run and its resume."""
     content = json.loads(config.model_dump_json())
-    for key in ("models", "base", "benchmark", "validation", "tokenizer"):
+    for key in ("models", "base", "benchmark", "validation", "tokenizer", "trust_remote_code"):
         content.pop(key, None)
     return content
 
@@ -265,9 +266,13 @@ def _resolve(path: str, recipe_path: Path) -> Path:
     return beside if beside.exists() else candidate
 
 
-def export_recipe(recipe_path: Path, output: Path, check_hashes: bool = True, member: int | None = None) -> Path:
+def export_recipe(recipe_path: Path, output: Path, check_hashes: bool = True, member: int | None = None,
+                  trust_remote_code: bool = False) -> Path:
     """Rebuild the merged model a ``recipe.json`` (or a run folder holding one) describes, or member
-    ``member`` of its Pareto front, and save it to ``output``."""
+    ``member`` of its Pareto front, and save it to ``output``.
+
+    A recipe is data from whoever shared it: its ``trust_remote_code`` never runs the sources' custom code;
+    only the caller's ``trust_remote_code`` (``--trust-remote-code``) does."""
     recipe_path = Path(recipe_path)
     if recipe_path.is_dir():
         recipe_path = recipe_path / "recipe.json"
@@ -284,12 +289,16 @@ def export_recipe(recipe_path: Path, output: Path, check_hashes: bool = True, me
                 raise LLMMergeError(f"--member {member}: the front has members 0..{len(front) - 1}")
             chosen = front[member]["plan"]
         plan = MergePlan.from_dict(chosen)
-        trust = bool(recipe.get("config", {}).get("trust_remote_code", False))
+        wants_code = bool(recipe.get("config", {}).get("trust_remote_code", False))
         method_options = recipe.get("config", {}).get("method_options") or {}
     except FileNotFoundError as exc:
         raise LLMMergeError(f"recipe not found: {recipe_path}") from exc
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise LLMMergeError(f"{recipe_path}: not a deap-llmmerge recipe ({type(exc).__name__}: {exc})") from exc
+    if wants_code and not trust_remote_code:
+        raise LLMMergeError(f"{recipe_path}: its source models need their own code (trust_remote_code in the "
+                            "recipe), which a recipe alone never runs; add --trust-remote-code if you trust the "
+                            "code in those model folders")
     checked = list(zip(recipe["sources"], sources))
     base_path = None
     if base:
@@ -302,7 +311,7 @@ def export_recipe(recipe_path: Path, output: Path, check_hashes: bool = True, me
             raise LLMMergeError(f"recipe source {path} has changed since the run (sha256 differs)")
     if output.exists():
         raise LLMMergeError(f"{output} already exists; refusing to overwrite it")
-    pool = SourcePool(sources, trust_remote_code=trust, base=base_path)
+    pool = SourcePool(sources, trust_remote_code=trust_remote_code, base=base_path)
     model = MergeEngine(pool, pool.new_skeleton(), method_options).apply(plan)
     output.parent.mkdir(parents=True, exist_ok=True)
     save_model(model, output, tokenizer_from=sources[0])
