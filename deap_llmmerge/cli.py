@@ -19,18 +19,10 @@ from pydantic import ValidationError
 from . import __version__
 from .config import load_config
 from .distributed import LOCK_ENV, PROGRESS_ENV, ROOT_PID_ENV, STATUS_ENV
-from .errors import ConfigError, LLMMergeError, first_line
+from .errors import ConfigError, LLMMergeError, RunInterrupted, first_line
 from .objectives import SINGLE
 
 __all__ = ["main", "RunInterrupted"]
-
-
-class RunInterrupted(LLMMergeError):
-    """SIGINT or SIGTERM arrived: the run stops at its last checkpoint."""
-
-    def __init__(self, signum: int, message: str = "interrupted") -> None:
-        super().__init__(message)
-        self.signum = signum
 
 
 def _quiet_flag() -> argparse.ArgumentParser:
@@ -90,14 +82,15 @@ def _rounded(values: dict[str, float]) -> str:
 def _interrupted_line(output: Path, signum: int) -> str:
     from .checkpoint import CHECKPOINT_NAME
 
+    name = "SIGINT" if signum == signal.SIGINT else "SIGTERM"
+    if (output / "recipe.json").is_file():
+        return f"interrupted ({name}) after the run had finished; its results are in {output}"
     try:
         content = json.loads((output / CHECKPOINT_NAME).read_text())
         done, total = content["state"]["generation"], content["config"]["ga"]["max_generations"]
-        where = f"after generation {done} of {total}"
     except (OSError, ValueError, KeyError, TypeError):
-        where = "before the first generation was saved"
-    name = "SIGINT" if signum == signal.SIGINT else "SIGTERM"
-    return f"interrupted ({name}) {where}; continue with --resume --output {output}"
+        return f"interrupted ({name}) before the first generation was saved; nothing to resume: run it again"
+    return f"interrupted ({name}) after generation {done} of {total}; continue with --resume --output {output}"
 
 
 @contextlib.contextmanager

@@ -168,7 +168,8 @@ def scoop_entry_path() -> Path:
 
 
 class LaunchInterrupted(Exception):
-    """The launched SCOOP run was stopped by SIGINT or SIGTERM (``signum``); ``args[0]`` is its own line."""
+    """The launched SCOOP run was stopped by SIGINT or SIGTERM (``signum``); ``args[0]`` is its own line, or
+    ``"interrupted"`` when it stopped before it could write one."""
 
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
@@ -242,9 +243,9 @@ def launch_scoop(argv: list[str], workers: int, hostfile: Path | None = None,
     if status is not None and status.get("signal"):
         log_path.unlink(missing_ok=True)
         raise LaunchInterrupted(status["error"], status["signal"])
-    if interrupted is not None:
+    if interrupted is not None:  # the run ended without saying how: its output folder tells
         log_path.unlink(missing_ok=True)
-        raise LaunchInterrupted("interrupted before the run could say where it stopped", interrupted)
+        raise LaunchInterrupted("interrupted", interrupted)
     if status is None:
         raise EvaluationError(f"the SCOOP run ended without a status (exit {process.returncode}); log: {log_path}")
     if not status["ok"]:

@@ -8,6 +8,7 @@ __all__ = [
     "BenchmarkDataError",
     "InvalidGenomeError",
     "EvaluationError",
+    "RunInterrupted",
     "first_line",
 ]
 
@@ -45,3 +46,12 @@ class InvalidGenomeError(LLMMergeError, ValueError):
 
 class EvaluationError(LLMMergeError):
     """Too many candidates of one generation failed to score: the run stops."""
+
+
+class RunInterrupted(BaseException):
+    """SIGINT or SIGTERM arrived: the run stops at its last checkpoint. A BaseException, as KeyboardInterrupt
+    is, so that no ``except Exception`` (a candidate's failure, a worker's) can take it for an error."""
+
+    def __init__(self, signum: int, message: str = "interrupted") -> None:
+        super().__init__(message)
+        self.signum = signum

@@ -25,6 +25,35 @@ if os.environ.get("DEAP_LLMMERGE_TEST_SLOW"):
         time.sleep(float(os.environ["DEAP_LLMMERGE_TEST_SLOW"]))
         step(self)
     ga.LLMMergeGA.step = slow_step
+if os.environ.get("DEAP_LLMMERGE_TEST_SIGNAL"):  # "N:PIDFILE": at the Nth candidate this process scores,
+    import signal, time                            # SIGINT to the pid in PIDFILE (once per run, whoever is first)
+    from deap_llmmerge import scoring
+    at, pidfile = os.environ["DEAP_LLMMERGE_TEST_SIGNAL"].split(":", 1)
+    score_one, calls = scoring.PopulationScorer._score_one, []
+    def interrupted_score_one(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == int(at):
+            try:
+                os.close(os.open(pidfile + ".sent", os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                pass
+            else:
+                while not os.path.exists(pidfile):
+                    time.sleep(0.01)
+                os.kill(int(open(pidfile).read()), signal.SIGINT)
+                time.sleep(0.5)  # the signal lands while this candidate is being scored
+        return score_one(self, *args, **kwargs)
+    scoring.PopulationScorer._score_one = interrupted_score_one
+if os.environ.get("DEAP_LLMMERGE_TEST_SIGNAL_SAVED"):  # PIDFILE: SIGINT to that pid once recipe.json is written
+    import signal, time
+    from deap_llmmerge import runner
+    write = runner.atomic_write_text
+    def write_then_signal(path, text):
+        write(path, text)
+        if path.name == "recipe.json":
+            os.kill(int(open(os.environ["DEAP_LLMMERGE_TEST_SIGNAL_SAVED"]).read()), signal.SIGINT)
+            time.sleep(2)
+    runner.atomic_write_text = write_then_signal
 if os.environ.get("DEAP_LLMMERGE_TEST_FULL"):
     import errno
     import safetensors.torch
@@ -138,6 +167,42 @@ def test_a_signal_stops_at_the_last_checkpoint_and_resume_finishes_the_run(folde
     assert not [pid for pid in family if alive(pid)], "processes left behind"
     resumed = cli("run", folder / "config1.yaml", "--output", out, "--resume")
     assert resumed.returncode == 0, resumed.stderr
+    same_result(out, folder / "whole")
+
+
+@pytest.mark.parametrize(("backend", "at"), [("serial", 20), ("pool", 10), ("scoop", 10)])
+def test_ctrl_c_while_a_candidate_is_scored_is_an_interruption_not_a_failed_candidate(folder, backend, at):
+    out = folder / f"scoring-{backend}"
+    pidfile = folder / f"scoring-{backend}.pid"
+    workers = [] if backend == "serial" else ["--workers", 2, "--backend", backend]
+    process = start(folder, "run", folder / "config1.yaml", "--output", out, *workers,
+                    extra_env={"DEAP_LLMMERGE_TEST_SIGNAL": f"{at}:{pidfile}"})
+    pidfile.write_text(str(process.pid))
+    _, error = process.communicate(timeout=180)
+    assert process.returncode == 130, error
+    lines = error.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in error and "failed" not in error, error
+    stopped = generation(out)
+    assert lines[0] == (f"deap-llmmerge: interrupted (SIGINT) after generation {stopped} of 6; "
+                        f"continue with --resume --output {out}")
+    assert not (out / "recipe.json").exists() and 0 <= stopped < 6
+    resumed = cli("run", folder / "config1.yaml", "--output", out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    same_result(out, folder / "whole")
+
+
+@pytest.mark.parametrize("backend", ["serial", "scoop"])
+def test_ctrl_c_after_the_run_saved_its_results_says_so(folder, backend):
+    out = folder / f"saved-{backend}"
+    pidfile = folder / f"saved-{backend}.pid"
+    workers = [] if backend == "serial" else ["--workers", 2]
+    process = start(folder, "run", folder / "config1.yaml", "--output", out, *workers,
+                    extra_env={"DEAP_LLMMERGE_TEST_SIGNAL_SAVED": str(pidfile)})
+    pidfile.write_text(str(process.pid))
+    _, error = process.communicate(timeout=180)
+    assert process.returncode == 130, error
+    assert error.strip().splitlines() == [f"deap-llmmerge: interrupted (SIGINT) after the run had finished; its "
+                                          f"results are in {out}"]
     same_result(out, folder / "whole")
 
 
