@@ -161,10 +161,12 @@ class Evaluator:
             folder = _saved_sources(self.token)
             paths = []
             for k, entry in enumerate(pool.entries):
+                if entry.model is None:  # a path already
+                    paths.append((entry.name, entry.path))
+                    continue
                 target = folder / f"source-{k}"
                 if not target.exists():
-                    model = entry.model if entry.model is not None else pool.reference_model
-                    model.save_pretrained(target)
+                    entry.model.save_pretrained(target)
                 paths.append((entry.name, target))
             self.sources = tuple(paths[:pool.num_sources])
             self.base = paths[pool.num_sources] if len(paths) > pool.num_sources else None

@@ -33,11 +33,6 @@ def step_seed(step: PartMerge, part: str, tensor: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & (2**63 - 1)
 
 
-def _plain_attributes(module: nn.Module) -> dict[str, object]:
-    return {key: value for key, value in vars(module).items()
-            if not key.startswith("_") and isinstance(value, (int, float, str, bool, type(None), tuple))}
-
-
 class _Skeleton:
     """One model and what the engine knows about it: where each part's parameters are, what they hold."""
 
@@ -63,9 +58,6 @@ class MergeEngine:
         self.options = options or {}
         self.max_skeletons = max_skeletons
         self.reference_depth = pool.num_layers
-        self._layer_attributes = [[_plain_attributes(module) for module in layer.modules()]
-                                  for layer in decoder_layers(pool.reference_model)[1]]
-        self._per_layer_config = self._per_layer_fields(pool.reference_model.config)
         self.skeletons: OrderedDict[int, _Skeleton] = OrderedDict(
             {len(decoder_layers(model)[1]): _Skeleton(model, self.reference_depth)})
 
@@ -78,11 +70,6 @@ class MergeEngine:
     def loaded(self) -> dict[str, PartMerge]:
         return self.skeletons[self.reference_depth].loaded
 
-    def _per_layer_fields(self, config) -> dict[str, list]:
-        depth = self.pool.num_layers
-        return {key: list(value) for key, value in vars(config).items()
-                if isinstance(value, list) and len(value) == depth and not key.startswith("_")}
-
     def skeleton(self, depth: int) -> _Skeleton:
         """The skeleton of ``depth`` layers, built on first use from the reference config."""
         if depth in self.skeletons:
@@ -93,12 +80,13 @@ class MergeEngine:
         for name in ("num_hidden_layers", "n_layer"):
             if hasattr(config, name):
                 setattr(config, name, depth)
-        for key, values in self._per_layer_config.items():
-            setattr(config, key, [values[i % len(values)] for i in range(depth)])
+        for key, values in self.pool.layout.config_lists(depth).items():
+            setattr(config, key, values)
         device = next(reference.parameters()).device
         dtype = next(reference.parameters()).dtype
         with torch.inference_mode(False), torch.device(device):  # weights the engine may write outside inference
             model = type(reference)(config).to(dtype).eval()
+        self.pool.layout.adopt_outside(model)
         if len(self.skeletons) >= self.max_skeletons:
             stale = next(depth for depth in self.skeletons if depth != self.reference_depth)
             del self.skeletons[stale]
@@ -142,16 +130,9 @@ class MergeEngine:
                 target.copy_(merged)
 
     def _follow_source_layer(self, skeleton: _Skeleton, output: int, source: int) -> None:
-        """An output layer built from source layer ``source`` computes as that layer does: copy the plain
-        attributes its modules derive from the config (attention type, sliding window, ...) and the
-        per-layer config lists, keeping the output position's own ``layer_idx``."""
+        """An output layer built from source layer ``source`` computes as that layer does (see
+        :class:`~deap_llmmerge.parts.LayerLayout`)."""
         if skeleton.layer_sources[output] == source:
             return
-        for module, attributes in zip(skeleton.layers[output].modules(), self._layer_attributes[source]):
-            for key, value in attributes.items():
-                if key not in ("layer_idx", "training") and hasattr(module, key):
-                    setattr(module, key, value)
-        config = skeleton.model.config
-        for key, values in self._per_layer_config.items():
-            getattr(config, key)[output] = values[source]
+        self.pool.layout.follow(skeleton.model, output, source)
         skeleton.layer_sources[output] = source

@@ -20,7 +20,7 @@ from .devices import available_memory
 from .errors import IncompatibleModelsError, SourceModelError
 from .loading import Source, as_source, load_config, load_model, map_weights, meta_parameter_names, weight_files
 from .methods.inputs import DerivedCache
-from .parts import decoder_layers, split_parts
+from .parts import LayerLayout, decoder_layers, split_parts
 
 __all__ = ["SourcePool"]
 
@@ -69,6 +69,7 @@ class SourcePool:
         self.reference_model = reference
         self._spare = reference if self.sources[0].model is None else None
         self.layer_prefix = decoder_layers(reference)[0]
+        self.layout = LayerLayout.of(reference)  # before any skeleton changes the reference's layers
         self.parts = split_parts(reference)
         self.part_names = list(self.parts)
         self._full_names = {part: {inner: full for full, inner in names} for part, names in self.parts.items()}
@@ -133,6 +134,8 @@ class SourcePool:
             if mapped and all(name in mapped for name in wanted):
                 return mapped
             log.info("%s: parameter names differ from the model's; loading it through transformers", entry.path)
+        if index == 0:  # the reference's own weights are source 0's: never write merges into it
+            self._spare = None
         return {name: p.detach() for name, p in self._model_of(index, entry).named_parameters()}
 
     def _parameter_names(self, index: int) -> set[str]:
@@ -154,15 +157,20 @@ class SourcePool:
         return True
 
     def new_skeleton(self) -> nn.Module:
-        """A model of the reference architecture whose weights are its own, for writing merges into.
+        """A model of the reference architecture whose weights are its own, for writing merges into; every
+        layer computes as the same source layer (whatever an earlier skeleton's stacked plans changed).
 
-        A reference loaded from a path is handed out the first time (the pool's tensors are mapped from
-        the files, not taken from it); after that, and for model objects, it is deep-copied.
+        A reference loaded from a path is handed out the first time when the pool's tensors are mapped from
+        the files, not taken from it; after that, and for model objects, it is deep-copied.
         """
         if self._spare is not None:
             model, self._spare = self._spare, None
             return model
-        return copy.deepcopy(self.reference_model)
+        model = copy.deepcopy(self.reference_model)
+        for layer in range(self.num_layers):
+            self.layout.follow(model, layer, layer)
+        self.layout.adopt_outside(model)
+        return model
 
     def part_tensors(self, source: int, part: str) -> dict[str, torch.Tensor]:
         """``{name inside part: tensor}`` of one source's part (missing names are left out)."""

@@ -113,6 +113,19 @@ def test_each_worker_receives_the_benchmark_once(tmp_path):
     assert len(loads) == 2 and set(loads.values()) == {1}, loads
 
 
+def test_workers_score_a_pool_of_a_model_object_and_a_folder_as_this_process_does(tmp_path):
+    tiny_model("llama", 2).save_pretrained(tmp_path / "m2")
+    sources = [tiny_model("llama", 1), tmp_path / "m2"]
+    serial = make_toolbox(sources, tiny_benchmark(), "choice")
+    genomes = [serial.pure(source=k) for k in (0, 1)]
+    workers = PoolMap(1)
+    try:
+        distributed = make_toolbox(sources, tiny_benchmark(), "choice", base_map=workers)
+        assert distributed.map(distributed.evaluate, genomes) == serial.map(serial.evaluate, genomes)
+    finally:
+        workers.close()
+
+
 EA_SIMPLE = Path(__file__).parent / "helpers" / "scoop_easimple.py"
 
 

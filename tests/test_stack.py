@@ -121,3 +121,81 @@ def test_a_stack_search_runs_to_the_end_and_finds_depths_in_bounds():
     assert 2 <= len(best) - 2 <= 5
     depths = {len(ind) - 2 for ind in ga.population}
     assert depths <= set(range(2, 6)) and len(depths) > 1
+
+
+def sliding(arch: str, seed: int):
+    """Four layers, the last two with sliding-window attention (``max_window_layers: 2``)."""
+    import transformers
+
+    names = {"qwen2": "Qwen2", "qwen3": "Qwen3", "smollm3": "SmolLM3"}[arch]
+    config_class, model_class = (getattr(transformers, f"{names}{suffix}", None) for suffix in ("Config",
+                                                                                                 "ForCausalLM"))
+    if config_class is None:
+        pytest.skip(f"this transformers has no {names}")
+    config = config_class(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=64,
+                          use_sliding_window=True, max_window_layers=2, sliding_window=3, layer_types=None,
+                          pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    config.layer_types = ["full_attention", "full_attention", "sliding_attention", "sliding_attention"]
+    torch.manual_seed(seed)
+    return model_class(config).eval()
+
+
+def by_hand(sources, embed: int, head: int, chosen: list[tuple[int, int]]):
+    """The stacked model built without the engine: a fresh model of that depth and those layer types, with
+    the sources' weights copied in."""
+    reference = sources[0]
+    config = reference.config.__class__.from_dict(reference.config.to_dict())
+    config.num_hidden_layers = len(chosen)
+    config.layer_types = [reference.config.layer_types[layer] for _, layer in chosen]
+    if hasattr(config, "no_rope_layers"):
+        config.no_rope_layers = [reference.config.no_rope_layers[layer] for _, layer in chosen]
+    model = type(reference)(config).eval()
+    state = {}
+    for name in model.state_dict():
+        if name.startswith("model.layers."):
+            index, rest = name[len("model.layers."):].split(".", 1)
+            source, layer = chosen[int(index)]
+            state[name] = sources[source].state_dict()[f"model.layers.{layer}.{rest}"]
+        else:
+            tied = name == "lm_head.weight" and reference.config.tie_word_embeddings  # travels with embed
+            state[name] = sources[embed if "embed_tokens" in name or tied else head].state_dict()[name]
+    model.load_state_dict(state)
+    return model
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "qwen3", "smollm3"])
+def test_a_stack_of_sliding_window_layers_scores_as_built_by_hand_and_reloads(arch, tmp_path):
+    sources = [sliding(arch, 1), sliding(arch, 2)]
+    data = tiny_benchmark(length=12)
+    ga = LLMMergeGA(sources, data, population_size=2, max_generations=0, genome="stack", depth=(1, 6))
+    genome = [1, 0, *picks(4, (0, 3), (0, 2))]  # two sliding layers: the depth-2 skeleton has no full one
+    expected = by_hand(sources, 1, 0, [(0, 3), (0, 2)])
+    assert ga.toolbox.evaluate(genome) == pytest.approx(ga.evaluate(expected), rel=1e-6)
+    merged = ga.merge_layers(genome)
+    merged.save_pretrained(tmp_path / "stacked")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "stacked").eval()
+    assert reloaded.config.layer_types == ["sliding_attention", "sliding_attention"]
+    ids = data["input_ids"][:2]
+    with torch.no_grad():
+        logits = expected(input_ids=ids).logits
+        assert torch.allclose(merged(input_ids=ids).logits, logits, atol=1e-6)
+        assert torch.allclose(reloaded(input_ids=ids).logits, logits, atol=1e-6)
+        cached = reloaded.generate(ids, max_new_tokens=6, do_sample=False, use_cache=True)
+        uncached = reloaded.generate(ids, max_new_tokens=6, do_sample=False, use_cache=False)
+    assert torch.equal(cached, uncached)
+
+
+def test_a_pool_shared_by_two_toolboxes_is_not_changed_by_the_first(tmp_path):
+    from deap_llmmerge import SourcePool, make_toolbox
+
+    paths = []
+    for seed in (1, 2):
+        sliding("qwen2", seed).save_pretrained(tmp_path / f"m{seed}")
+        paths.append(tmp_path / f"m{seed}")
+    data = tiny_benchmark(length=12)
+    alone = make_toolbox(SourcePool(paths), data, genome="choice").evaluate([0] * 6)
+    pool = SourcePool(paths)
+    stacks = make_toolbox(pool, data, genome="stack")
+    stacks.evaluate([1, 0, *picks(4, (0, 3), (0, 2), (1, 1), (0, 0))])  # layers moved in the first skeleton
+    assert make_toolbox(pool, data, genome="choice").evaluate([0] * 6) == alone
