@@ -8,8 +8,10 @@ from the first slice's sources, the final norm and head from the last slice's, a
 
 with the plan's dominant method as ``merge_method`` and, per slice, per-source parameters. A part that
 takes one source is written as that method's parameters for "exactly this source" (weight 1 on it, the
-others 0, density 1); a part whose method differs from the config's, a GGUF source, or a random method's
-draws (mergekit draws its own DARE/DELLA masks) are named in comments, and the file stays valid YAML.
+others 0, density 1, and ``lambda: 1`` in its slice when the run scales task vectors). Every part that
+mergekit would not build as deap-llmmerge did is named in a ``# NOTE`` comment, with the reason: a method
+other than the config's, a take that the config's method cannot express (``model_stock``), or a random
+method's draws (mergekit draws its own DARE/DELLA masks); so are GGUF sources. The file stays valid YAML.
 """
 
 from __future__ import annotations
@@ -33,8 +35,14 @@ def _method_of(plan: MergePlan) -> str:
     return methods.most_common(1)[0][0]
 
 
-def _sources(step: PartMerge, method: str, n_sources: int, base: int | None) -> tuple[list[int], dict[int, dict],
-                                                                                        dict]:
+def _della_epsilon(density: float, epsilon: float) -> float:
+    """The epsilon della uses at ``density`` (clipped so that both ends stay in (0, 1), as our kernel does;
+    mergekit refuses any other)."""
+    return epsilon if density >= 1 else min(epsilon, 0.999 * density, 0.999 * (1 - density))
+
+
+def _sources(step: PartMerge, method: str, n_sources: int, base: int | None,
+             options: dict) -> tuple[list[int], dict[int, dict], dict]:
     """(pool indices in the slice, per-source parameters, slice parameters) of ``step`` under ``method``."""
     spec = MERGE_METHODS.get(method)
     if method == "passthrough":
@@ -43,6 +51,9 @@ def _sources(step: PartMerge, method: str, n_sources: int, base: int | None) -> 
         params = step.kwargs
         per_source = {k: {name: float(params[name][i]) for name in spec.per_source}
                       for i, k in enumerate(step.sources)}
+        if method == "della":
+            for values in per_source.values():
+                values["epsilon"] = _della_epsilon(values["density"], values["epsilon"])
         shared = {name: float(params[name][0]) for name in spec.per_part}
         indices = list(step.sources)
     else:  # a take step, written as this method's parameters for exactly that source
@@ -57,7 +68,7 @@ def _sources(step: PartMerge, method: str, n_sources: int, base: int | None) -> 
         else:
             indices = list(range(n_sources))
             per_source = {k: {"weight": 1.0 if k == taken else 0.0} for k in indices}
-        shared = {}
+        shared = {"lambda": 1.0} if float(options.get("lambda", 1.0)) != 1.0 else {}  # a take is unscaled
     if spec.needs_base and base is not None and base not in indices:
         indices.append(base)
     return indices, per_source, shared
@@ -68,22 +79,27 @@ def mergekit_config(plan: MergePlan, models: Sequence[str], num_layers: Sequence
     """``mergekit.yaml`` text for ``plan``: ``models[k]`` is the path of pool entry k (sources, then the
     base model when separate), ``num_layers[k]`` its depth."""
     method = _method_of(plan)
+    method_options = {**(MERGE_METHODS[method].options if method in MERGE_METHODS else {}),
+                      **(options or {}).get(method, {})}
     notes: list[str] = []
     for k, path in enumerate(models):
         if str(path).endswith(".gguf"):
             notes.append(f"source {k} is a GGUF file ({path}); mergekit needs it converted to safetensors first")
-    if method in MERGE_METHODS and MERGE_METHODS[method].random:
-        notes.append(f"{method} draws random masks: mergekit draws its own, so its tensors differ from "
-                     "deap-llmmerge's (same method, same parameters, other draws)")
+    differ: dict[str, list[str]] = {}  # reason -> the parts mergekit builds otherwise
     slices = []
     previous: tuple | None = None
     for part, step in plan.parts:
         if step.method not in ("take", method):
-            notes.append(f"part {part} uses {step.method} but mergekit takes one method per config ({method}); "
-                         f"its slice below is written with {method}'s parameters for source {step.sources[0]} "
-                         "and is NOT what deap-llmmerge built")
+            differ.setdefault(f"use another method than {method} (mergekit takes one per config); their slices "
+                              f"below are written as {method} for their first source", []).append(part)
             step = PartMerge("take", (step.sources[0],), step.source_part)
-        indices, per_source, shared = _sources(step, method, n_sources, base)
+        elif step.method == "take" and method == "model_stock":
+            differ.setdefault("take one source, which model_stock cannot express; their slices below are "
+                              "model_stock merges", []).append(part)
+        elif step.method == method and MERGE_METHODS[method].random:
+            differ.setdefault(f"use {method}, which draws random masks: mergekit draws its own (same method, same "
+                              "parameters, other draws)", []).append(part)
+        indices, per_source, shared = _sources(step, method, n_sources, base, method_options)
         if is_layer_part(part):
             start = layer_index(step.source_part)
         else:
@@ -122,6 +138,7 @@ def mergekit_config(plan: MergePlan, models: Sequence[str], num_layers: Sequence
         config["base_model"] = str(models[base])
     if spec is not None and spec.options:
         config["parameters"] = {**spec.options, **((options or {}).get(method, {}))}
+    notes += [f"parts {', '.join(parts)} {reason}: NOT what deap-llmmerge built" for reason, parts in differ.items()]
     header = ["# mergekit config of the merge deap-llmmerge built (mergekit-yaml mergekit.yaml OUT)"]
     header += [f"# NOTE: {note}" for note in notes]
     return "\n".join(header) + "\n" + yaml.safe_dump(config, sort_keys=False, default_flow_style=None)
