@@ -14,6 +14,7 @@ from .devices import resolve_device
 from .errors import ConfigError
 from .genomes import GENOMES
 from .genomes.space import parse_granularity
+from .methods import check_method_options
 from .objectives import SINGLE
 
 __all__ = ["ModelEntry", "BenchmarkEntry", "GASettings", "RunConfig", "load_config"]
@@ -89,7 +90,7 @@ class RunConfig(_Strict):
     genome: str = "choice"
     method: str | None = None
     search_methods: list[str] | None = None
-    method_options: dict[str, dict[str, float | bool]] = {}
+    method_options: dict[str, dict[str, Any]] = {}
     negative_weights: bool = False
     genome_granularity: str = "layer"
     depth: DepthBounds | None = None
@@ -118,6 +119,12 @@ class RunConfig(_Strict):
             return {SINGLE: value}
         if isinstance(value, dict):
             return {name: {"path": item} if isinstance(item, (str, Path)) else item for name, item in value.items()}
+        return value
+
+    @field_validator("method_options")
+    @classmethod
+    def _known_options(cls, value: dict) -> dict:
+        check_method_options(value)
         return value
 
     @field_validator("genome")
@@ -218,6 +225,9 @@ def _one_line(error: ValidationError) -> str:
     if first["type"] == "extra_forbidden":
         message = "unknown key"
     more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    inner, _, problem = message.partition(": ")
+    if key and (inner == key or inner.startswith(key + ".")):  # the message names a key inside this one
+        key, message = inner, problem
     return f"config key {key or '(top level)'!r}: {message}{more}"
 
 

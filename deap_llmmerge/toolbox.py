@@ -16,6 +16,7 @@ from .errors import ConfigError
 from .evaluation import Evaluator
 from .genomes import GenomeFamily, GenomeSpace, get_family
 from .genomes.methods import default_search_methods
+from .methods import check_method_options
 from .metrics import KIND_METRIC_NAMES, Metric
 from .objectives import SINGLE, Objective, parse_objectives
 from .scoring_map import CachedMap
@@ -97,6 +98,7 @@ def make_toolbox(
     selection with ``selection="nsga2"``, whose parent selection is ``select_parents``).
     """
     family = get_family(genome)
+    check_method_options(method_options or {})
     if selection not in SELECTIONS:
         raise ConfigError(f"unknown selection {selection!r}; known: {', '.join(SELECTIONS)}")
     pool = sources if isinstance(sources, SourcePool) else \

@@ -83,6 +83,12 @@ def spoil_weights(work, index):
     weights.write_bytes(weights.read_bytes()[:-1000])
 
 
+def with_options(work, options):
+    """A methods run with ``method_options``, and a truncated model: the options are refused before any loading."""
+    spoil_weights(work, 1)
+    return edit_config(work, lambda c: c.update(genome="methods", method="dare_ties", method_options=options))
+
+
 def relabel(bench, labels):
     return {**bench, "labels": labels}
 
@@ -113,6 +119,12 @@ CASES = {
                           "'benchmark': file not found"),
     "unknown genome": (lambda w: edit_config(w, lambda c: c.update(genome="ties")), "unknown genome family 'ties'"),
     "cuda without cuda": (lambda w: edit_config(w, lambda c: c.update(device="cuda")), "CUDA is not available"),
+    "misspelled method option": (lambda w: with_options(w, {"dare_ties": {"normalise": True}}),
+                                 r"'method_options.dare_ties': no option 'normalise' \(did you mean 'normalize'\?\)"),
+    "method option of the wrong type": (lambda w: with_options(w, {"dare_ties": {"normalize": 1.5}}),
+                                        "'method_options.dare_ties.normalize': expected true or false, got 1.5"),
+    "misspelled method in options": (lambda w: with_options(w, {"dare-ties": {"normalize": True}}),
+                                     r"unknown merge method 'dare-ties' \(did you mean 'dare_ties'\?\)"),
     "not yaml": (lambda w: [(w / "bad.yaml").write_text("models: [a\n"), "run", w / "bad.yaml", "--output",
                             w / "run", "--force"][1:], "not valid YAML"),
     "not a mapping": (lambda w: [(w / "bad.yaml").write_text("- 1\n"), "run", w / "bad.yaml", "--output",

@@ -8,8 +8,9 @@ import pytest
 import torch
 from conftest import tiny_benchmark, tiny_model
 
-from deap_llmmerge import MERGE_METHODS, PartMerge, SourcePool
+from deap_llmmerge import MERGE_METHODS, ConfigError, PartMerge, SourcePool, make_toolbox
 from deap_llmmerge.merge import MergeEngine
+from deap_llmmerge.methods import check_method_options
 from deap_llmmerge.methods import inputs as merge_inputs
 from deap_llmmerge.plan import MergePlan
 
@@ -350,3 +351,14 @@ def test_dare_draws_streamed_block_by_block_equal_whole_tensor_draws(monkeypatch
     got = merge("dare_linear", sources, base, torch.Generator().manual_seed(5), {"rescale": rescale},
                 weight=weights, density=densities)
     torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("name", [name for name in MERGE_METHODS if name != "take"])
+def test_every_methods_own_options_pass_the_option_check(name):
+    check_method_options({name: dict(MERGE_METHODS[name].options)})
+
+
+def test_make_toolbox_refuses_an_unknown_option_before_loading_anything():
+    with pytest.raises(ConfigError, match=r"method_options.ties: no option 'lamda' \(did you mean 'lambda'\?\)"):
+        make_toolbox(["/nowhere/a", "/nowhere/b"], tiny_benchmark(), "methods", method="ties",
+                     method_options={"ties": {"lamda": 0.5}})
