@@ -12,7 +12,8 @@ import torch
 
 from .errors import ConfigError
 
-__all__ = ["resolve_device", "worker_device", "available_memory", "mapped_from_file"]
+__all__ = ["resolve_device", "worker_device", "available_memory", "mapped_from_file", "out_of_memory",
+           "release_cached_memory"]
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -84,3 +85,18 @@ def mapped_from_file(tensors: list[torch.Tensor]) -> list[bool]:
         return tensor.device.type == "cpu" and at >= 0 and tensor.data_ptr() < ranges[at][1]
 
     return [mapped(tensor) for tensor in tensors]
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says an allocation failed: a GPU's out-of-memory error, or the CPU allocator's (a
+    RuntimeError from torch, a MemoryError from Python)."""
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(exc)  # torch's CPU allocator ("DefaultCPUAllocator: can't allocate memory"), Apple's MPS backend
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "backend out of memory" in text)
+
+
+def release_cached_memory() -> None:
+    """Give the memory torch keeps cached on the GPU back before a retry with smaller batches."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

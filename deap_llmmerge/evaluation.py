@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .data import BenchmarkData
-from .devices import resolve_device, worker_device
+from .devices import out_of_memory, resolve_device, worker_device
 from .errors import InvalidGenomeError
 from .genomes import GenomeFamily, GenomeSpace
 from .merge import MergeEngine
@@ -282,12 +282,9 @@ class Evaluator:
         while True:
             try:
                 return benchmark_metrics(model, data, scorer.batch_size)
-            except torch.cuda.OutOfMemoryError:
-                if scorer.batch_size == 1:
+            except Exception as exc:
+                if not (out_of_memory(exc) and scorer.halve_batch_size()):
                     raise
-                scorer.set_batch_size(scorer.batch_size // 2)
-                log.warning("out of memory while scoring; retrying with batch size %d", scorer.batch_size)
-                torch.cuda.empty_cache()
 
 
 def _fetch(ref: _DataRef) -> BenchmarkData:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .data import IGNORE_INDEX, Batch, BenchmarkData
-from .devices import available_memory
+from .devices import available_memory, out_of_memory, release_cached_memory
 from .merge import MergeEngine
 from .metrics import KIND_METRICS, Metric, RowStatistics, benchmark_metrics, model_inputs, row_statistics
 from .parts import decoder_layers, is_layer_part
@@ -102,6 +102,16 @@ class PopulationScorer:
         self.layers_run = 0
         self.set_batch_size(batch_size)
 
+    def halve_batch_size(self) -> bool:
+        """After running out of memory (GPU or CPU): halve the batch size, kept for the rest of the run; False
+        when it is 1 already."""
+        if self.batch_size == 1:
+            return False
+        self.set_batch_size(self.batch_size // 2)
+        log.warning("out of memory while scoring; retrying with batch size %d", self.batch_size)
+        release_cached_memory()
+        return True
+
     def set_batch_size(self, batch_size: int) -> None:
         self.batch_size = batch_size
         device = next(self.engine.model.parameters()).device
@@ -182,16 +192,11 @@ class PopulationScorer:
                 want = sorted({c for c in future if c > (start.layers if start else 0)})
                 try:
                     results[index] = self._score_one(plans[index], start, want, kept)
-                except torch.cuda.OutOfMemoryError as exc:
-                    kept.clear()
-                    if self.batch_size > 1:
-                        self.set_batch_size(self.batch_size // 2)
-                        log.warning("out of memory while scoring; retrying with batch size %d", self.batch_size)
-                        if torch.cuda.is_available():
-                            torch.cuda.empty_cache()
-                        continue
-                    on_error(index, exc)
                 except Exception as exc:  # one candidate's failure must not stop the others
+                    if out_of_memory(exc):
+                        kept.clear()
+                        if self.halve_batch_size():
+                            continue
                     on_error(index, exc)
                 break
         return results
@@ -234,7 +239,15 @@ class PopulationScorer:
     def check_savings(self, plan: MergePlan) -> None:
         """Score ``plan`` twice (the second time replaying every layer) on the first batch of each benchmark,
         and compare with the plain path; where the savings change a metric beyond float rounding, switch
-        them off for this process and say so."""
+        them off for this process and say so. Out of memory, the batch size is halved as in :meth:`score`."""
+        while True:
+            try:
+                return self._check_savings(plan)
+            except Exception as exc:
+                if not (out_of_memory(exc) and self.halve_batch_size()):
+                    raise
+
+    def _check_savings(self, plan: MergePlan) -> None:
         if not self.prefix_sharing and not self.head_at_labels:
             return
         probe = {name: data.subset(torch.arange(self.batches[name][0].rows.start, self.batches[name][0].rows.stop))

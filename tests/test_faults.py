@@ -30,6 +30,31 @@ def test_out_of_memory_retries_with_smaller_batches(caplog):
     assert "retrying with batch size 4" in caplog.text and "retrying with batch size 2" in caplog.text
 
 
+def test_the_cpu_running_out_of_memory_is_retried_from_the_first_forward_pass(monkeypatch, caplog):
+    """A real allocation failure of torch's CPU allocator (not a GPU error) whenever a batch holds more than
+    3 rows, with a batch size far above the benchmark's 12 rows: the savings check, the search and the
+    final scoring all go on with smaller batches."""
+    from transformers import LlamaForCausalLM
+
+    forward = LlamaForCausalLM.forward
+
+    def short_of_memory(self, input_ids=None, **kwargs):
+        if input_ids.shape[0] > 3:
+            torch.empty(2**45)  # "DefaultCPUAllocator: can't allocate memory"
+        return forward(self, input_ids=input_ids, **kwargs)
+
+    reference = _ga(batch_size=3)
+    reference.run()
+    monkeypatch.setattr(LlamaForCausalLM, "forward", short_of_memory)
+    ga = _ga(batch_size=100000)
+    best = ga.run()
+    assert ga.failed_evaluations == 0 and ga.evaluator.state.scorer.batch_size <= 3
+    assert best.fitness.values == pytest.approx(reference.best.fitness.values, rel=1e-6)
+    model = ga.merge_layers(best)
+    assert ga.evaluate(model, tiny_benchmark(seed=3)) == pytest.approx(reference.evaluate(model, tiny_benchmark(seed=3)))
+    assert "retrying with batch size 50000" in caplog.text
+
+
 def test_out_of_memory_at_batch_size_one_fails_that_candidate():
     def never_fits(logits, labels):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
