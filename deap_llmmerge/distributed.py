@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from .errors import ConfigError, EvaluationError
+from .heartbeats import patient_scoop_resend
 
 __all__ = ["BACKENDS", "make_map", "scoop_map", "patient_scoop_resend", "scoop_entry_path", "launch_scoop",
            "init_worker", "PoolMap", "LaunchInterrupted", "STATUS_ENV", "ROOT_PID_ENV", "LOCK_ENV", "PROGRESS_ENV"]
@@ -43,34 +44,6 @@ def init_worker() -> None:
     torch.set_num_threads(int(os.environ.get(THREADS_ENV, "1")))
     hf_logging.disable_progress_bar()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-LOST_FUTURE_SECONDS = 300.0
-
-
-def patient_scoop_resend(seconds: float = LOST_FUTURE_SECONDS) -> None:
-    """Make SCOOP's root wait ``seconds`` before it re-sends a future it believes lost.
-
-    SCOOP 0.7's broker answers "not here" for every task a worker is running (it compares the pickled id
-    of the question with the unpickled ids of the workers' status reports), so a root that has waited 2 s
-    for a remote result sends that task again, computes it a second time itself and prints "Lost track of
-    future ... Resending it": with candidates that take seconds to score, every generation that ends on a
-    remote chunk pays for that chunk twice. After the patch a task is re-sent only when the root has heard
-    nothing for ``seconds``, so a worker that died is still replaced. Idempotent; a no-op without SCOOP."""
-    try:
-        from scoop._types import FutureQueue
-    except ImportError:
-        return
-    original = getattr(FutureQueue.askForPreviousFutures, "scoop_original", FutureQueue.askForPreviousFutures)
-
-    def ask_for_previous_futures(self) -> None:
-        if time.time() < self.lastStatus + seconds:
-            return
-        self.lastStatus = 0.0  # past SCOOP's own 2 s throttle, which sets it to now
-        original(self)
-
-    ask_for_previous_futures.scoop_original = original
-    FutureQueue.askForPreviousFutures = ask_for_previous_futures
 
 
 def scoop_map(func: Callable, tasks: Iterable) -> Iterator:

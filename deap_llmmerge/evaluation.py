@@ -31,6 +31,7 @@ from .data import BenchmarkData
 from .devices import out_of_memory, resolve_device, worker_device
 from .errors import InvalidGenomeError
 from .genomes import GenomeFamily, GenomeSpace
+from .heartbeats import beating
 from .merge import MergeEngine
 from .metrics import Metric, benchmark_metrics
 from .objectives import Objective
@@ -303,13 +304,15 @@ def _fetch(ref: _DataRef) -> BenchmarkData:
     return _DATA[ref.digest]
 
 
-def score_chunk(task: tuple[Evaluator, list[list]]) -> list[tuple[tuple[float, ...], str | None, int, int]]:
-    """Score a share of the population where the map runs it: per genome ``(fitness, error, process id,
-    benchmark transfers received by that process)``. Any failure gives the worst fitness and travels back
-    as text with the worker's traceback."""
-    evaluator, genomes = task
+def score_chunk(task: tuple) -> list[tuple[tuple[float, ...], str | None, int, int]]:
+    """Score a share of the population where the map runs it: ``task`` is ``(evaluator, genomes)``, or with
+    ``(address, token)`` where to say, while it is scored, that it is (see :mod:`.heartbeats`). Per genome
+    ``(fitness, error, process id, benchmark transfers received by that process)``. Any failure gives the
+    worst fitness and travels back as text with the worker's traceback."""
+    evaluator, genomes, *beat = task
     try:
-        results = evaluator.score_genomes(genomes)
+        with beating(*(beat[0] if beat else (None, None))):
+            results = evaluator.score_genomes(genomes)
     except Exception as exc:  # a worker must survive a state that cannot be built
         text = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
         results = [(worst_fitness(evaluator.weights), text)] * len(genomes)

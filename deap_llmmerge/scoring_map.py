@@ -58,6 +58,19 @@ def chunk_count(base_map: Callable) -> int:
     return 2 * workers if workers else 1 << 30
 
 
+def _heartbeat_address(base_map: Callable):
+    """The SCOOP root's heartbeat listener when ``base_map`` maps over running SCOOP workers, else None."""
+    if not uses_scoop(base_map):
+        return None
+    import scoop
+
+    if not getattr(scoop, "IS_RUNNING", False) or not getattr(scoop, "IS_ORIGIN", False):
+        return None
+    from .heartbeats import root_listener
+
+    return root_listener()
+
+
 class SamePlan:
     """Hall-of-fame similarity: two individuals are the same when they decode to the same merge."""
 
@@ -111,7 +124,11 @@ class CachedMap:
         if shares and self.base_map is not map:
             self.evaluate.publish(use_scoop=uses_scoop(self.base_map))
         self.last_failures = []
-        results = self.base_map(score_chunk, [(self.evaluate, [fresh[key] for key in share]) for share in shares])
+        beats = _heartbeat_address(self.base_map)
+        tasks = [(self.evaluate, [fresh[key] for key in share]) for share in shares]
+        if beats is not None:  # each SCOOP share says while it is scored, so a dead worker's share is re-sent
+            tasks = [(*task, (beats.address, beats.new_token())) for task in tasks]
+        results = self.base_map(score_chunk, tasks)
         bar = tqdm(total=len(todo), desc="scoring", unit="candidate", leave=False,
                    disable=False if self.progress == "always" else None) if self.progress and todo else None
         for share, share_results in zip(shares, results):

@@ -124,3 +124,69 @@ def test_a_slow_scoop_worker_is_waited_for_not_duplicated():
                           timeout=120)
     assert "Lost track" not in done.stderr, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "2", (done.stdout, done.stderr)  # both processes returned results
+
+
+# Imported at the start of every process of a run: in the SCOOP workers other than the root, each candidate
+# takes DEAP_LLMMERGE_TEST_SLOW seconds more; every process notes "pid genomes" for each share it scores.
+SLOW_SHARES = """
+import os, time
+import scoop
+from deap_llmmerge import evaluation
+score_genomes = evaluation.Evaluator.score_genomes
+def noted_score_genomes(self, genomes):
+    with open(os.environ["DEAP_LLMMERGE_TEST_SHARES"], "a") as log:
+        log.write(f"{os.getpid()} {len(genomes)}\\n")
+    if not getattr(scoop, "IS_ORIGIN", True):
+        time.sleep(float(os.environ["DEAP_LLMMERGE_TEST_SLOW"]) * len(genomes))
+    return score_genomes(self, genomes)
+evaluation.Evaluator.score_genomes = noted_score_genomes
+"""
+
+
+def _slow_run(run_folder, tmp_path, name, slow):
+    (tmp_path / "site").mkdir(exist_ok=True)
+    (tmp_path / "site" / "sitecustomize.py").write_text(SLOW_SHARES)
+    shares = tmp_path / f"{name}.shares"
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(tmp_path / "site"),
+           "DEAP_LLMMERGE_TEST_SLOW": str(slow), "DEAP_LLMMERGE_TEST_SHARES": str(shares)}
+    process = subprocess.Popen([sys.executable, "-m", "deap_llmmerge.cli", "--quiet", "run",
+                                str(run_folder / "config.yaml"), "--output", str(tmp_path / name), "--workers", "2"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return process, shares
+
+
+def _noted(shares):
+    return [tuple(map(int, line.split())) for line in shares.read_text().splitlines()] if shares.exists() else []
+
+
+def test_a_slow_live_worker_keeps_its_share_and_no_candidate_is_scored_twice(run_folder, tmp_path):
+    process, shares = _slow_run(run_folder, tmp_path, "slow", slow=7)  # a share of 2 takes 14 s, beyond SILENT
+    _, error = process.communicate(timeout=600)
+    assert process.returncode == 0, error
+    scored = recipe(tmp_path / "slow")
+    assert sum(count for _, count in _noted(shares)) == scored["run"]["evaluations"], _noted(shares)
+    assert len({pid for pid, _ in _noted(shares)}) == 2 and "again" not in error
+    assert scored["halloffame"] == recipe(run_folder / "serial")["halloffame"]
+
+
+def test_a_killed_worker_costs_seconds_not_minutes(run_folder, tmp_path):
+    import os
+    import signal
+    import time
+
+    process, shares = _slow_run(run_folder, tmp_path, "killed", slow=4)
+    deadline = time.time() + 120
+    while True:  # until the worker that is not SCOOP's origin (the root) has started a share
+        workers = {pid for pid, _ in _noted(shares) if b"--origin" not in Path(f"/proc/{pid}/cmdline").read_bytes()}
+        if workers:
+            worker = workers.pop()
+            break
+        assert time.time() < deadline and process.poll() is None, process.stderr.read()
+        time.sleep(0.05)
+    os.kill(worker, signal.SIGKILL)
+    killed = time.time()
+    _, error = process.communicate(timeout=600)
+    elapsed = time.time() - killed
+    assert process.returncode == 0, error
+    assert elapsed < 40, f"the run took {elapsed:.0f} s after a worker was killed"
+    assert recipe(tmp_path / "killed")["halloffame"] == recipe(run_folder / "serial")["halloffame"]
