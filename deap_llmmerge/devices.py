@@ -5,12 +5,11 @@ from __future__ import annotations
 import bisect
 import fcntl
 import os
-import tempfile
-from pathlib import Path
 
 import torch
 
 from .errors import ConfigError
+from .private_temp import private_temp_dir
 
 __all__ = ["resolve_device", "worker_device", "available_memory", "mapped_from_file", "out_of_memory",
            "release_cached_memory"]
@@ -39,7 +38,7 @@ def worker_device(device: torch.device, run_token: str) -> torch.device:
 
     if device.type != "cuda" or device.index is not None or not getattr(scoop, "IS_RUNNING", False):
         return device
-    counter = Path(tempfile.gettempdir()) / f"deap-llmmerge-gpu-{run_token}"
+    counter = private_temp_dir() / f"gpu-{run_token}"
     with open(counter, "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         handle.seek(0)

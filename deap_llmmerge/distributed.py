@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import torch
 
 from .errors import ConfigError, EvaluationError
 from .heartbeats import patient_scoop_resend
+from .private_temp import private_temp_dir
 
 __all__ = ["BACKENDS", "make_map", "scoop_map", "patient_scoop_resend", "scoop_entry_path", "launch_scoop",
            "init_worker", "PoolMap", "LaunchInterrupted", "STATUS_ENV", "ROOT_PID_ENV", "LOCK_ENV", "PROGRESS_ENV"]
@@ -183,7 +183,8 @@ def launch_scoop(argv: list[str], workers: int, hostfile: Path | None = None,
     """
     with tempfile.TemporaryDirectory(prefix="deap-llmmerge-") as folder:
         status_file, root_pid = Path(folder) / "status.json", Path(folder) / "root.pid"
-        log_path = Path(tempfile.gettempdir()) / f"deap-llmmerge-scoop-{os.getpid()}.log"
+        handle, name = tempfile.mkstemp(dir=private_temp_dir(), prefix="scoop-", suffix=".log")
+        log_path = Path(name)
         command = [sys.executable, "-m", "scoop", "--quiet", "-n", str(workers)]
         if hostfile is not None:
             command += ["--hostfile", str(hostfile)]
@@ -192,7 +193,7 @@ def launch_scoop(argv: list[str], workers: int, hostfile: Path | None = None,
         if sys.stderr.isatty():
             env[PROGRESS_ENV] = "1"
         interrupted = None
-        with open(log_path, "wb") as log:
+        with os.fdopen(handle, "wb") as log:
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                                        start_new_session=True)
             out = io.BytesIO()

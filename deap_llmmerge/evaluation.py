@@ -29,13 +29,14 @@ from torch import nn
 
 from .data import BenchmarkData
 from .devices import out_of_memory, resolve_device, worker_device
-from .errors import InvalidGenomeError
+from .errors import BenchmarkDataError, InvalidGenomeError
 from .genomes import GenomeFamily, GenomeSpace
 from .heartbeats import beating
 from .merge import MergeEngine
 from .metrics import Metric, benchmark_metrics
 from .objectives import Objective
 from .plan import MergePlan
+from .private_temp import private_temp_dir
 from .scoring import PopulationScorer, default_memory_budget
 from .sources import SourcePool
 
@@ -82,7 +83,7 @@ def _drop(token: str) -> None:
 
 
 def _saved_sources(token: str) -> Path:
-    return Path(tempfile.gettempdir()) / f"deap-llmmerge-sources-{token}"
+    return private_temp_dir() / f"sources-{token}"
 
 
 def _scoop_running() -> bool:
@@ -143,10 +144,11 @@ class Evaluator:
         for name, data in benchmarks.items():
             ref = self.data_refs[name]
             if not ref.path:
-                path = Path(tempfile.gettempdir()) / f"deap-llmmerge-data-{ref.digest}.pt"
-                if not path.exists():
-                    partial = path.with_name(f".{path.name}.{os.getpid()}")
-                    torch.save(data.to_dict(), partial)
+                path = private_temp_dir() / f"data-{ref.digest}.pt"
+                if not path.exists():  # a worker checks the content against the digest when it loads it
+                    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+                    with os.fdopen(handle, "wb") as file:
+                        torch.save(data.to_dict(), file)
                     os.replace(partial, path)
                 ref = _DataRef(ref.digest, str(path))
             if use_scoop and ref.scoop_key is None and _scoop_running():
@@ -298,8 +300,11 @@ def _fetch(ref: _DataRef) -> BenchmarkData:
             content = shared.getConst(ref.scoop_key, timeout=300)
         if content is None:
             content = torch.load(ref.path, map_location="cpu", weights_only=True)
+        data = BenchmarkData.coerce(content)
+        if data.content_hash() != ref.digest:
+            raise BenchmarkDataError(f"{ref.path} does not hold the run's benchmark (its content hash differs)")
         _DATA.clear()
-        _DATA[ref.digest] = BenchmarkData.coerce(content)
+        _DATA[ref.digest] = data
         DATA_LOADS["count"] += 1
     return _DATA[ref.digest]
 

@@ -17,6 +17,7 @@ from torch import nn
 
 from .devices import mapped_from_file
 from .methods import MERGE_METHODS, MergeInputs
+from .methods.task_vectors import draw_generator
 from .parts import decoder_layers, is_layer_part, layer_index, split_parts
 from .plan import MergePlan, PartMerge
 from .sources import SourcePool
@@ -124,7 +125,7 @@ class MergeEngine:
             inputs = MergeInputs(tensors, base, self.pool.derived, keys, out=target)
             generator = None
             if method.random:
-                generator = torch.Generator(device=tensors[0].device).manual_seed(step_seed(step, part, inner))
+                generator = draw_generator(step_seed(step, part, inner))
             merged = method.merge_inputs(inputs, params, generator, self.options.get(step.method))
             if merged is not target:
                 target.copy_(merged)

@@ -51,7 +51,8 @@ def test_the_cpu_running_out_of_memory_is_retried_from_the_first_forward_pass(mo
     assert ga.failed_evaluations == 0 and ga.evaluator.state.scorer.batch_size <= 3
     assert best.fitness.values == pytest.approx(reference.best.fitness.values, rel=1e-6)
     model = ga.merge_layers(best)
-    assert ga.evaluate(model, tiny_benchmark(seed=3)) == pytest.approx(reference.evaluate(model, tiny_benchmark(seed=3)))
+    held_out = tiny_benchmark(seed=3)
+    assert ga.evaluate(model, held_out) == pytest.approx(reference.evaluate(model, held_out))
     assert "retrying with batch size 50000" in caplog.text
 
 

@@ -362,3 +362,20 @@ def test_make_toolbox_refuses_an_unknown_option_before_loading_anything():
     with pytest.raises(ConfigError, match=r"method_options.ties: no option 'lamda' \(did you mean 'lambda'\?\)"):
         make_toolbox(["/nowhere/a", "/nowhere/b"], tiny_benchmark(), "methods", method="ties",
                      method_options={"ties": {"lamda": 0.5}})
+
+
+def test_draws_come_from_the_cpu_generator_whatever_device_merges():
+    """A recipe found on a GPU must build the same model on a CPU: the draws of a tensor that lives elsewhere
+    (the meta device stands in for a GPU here) use the CPU generator exactly as the CPU's own draws do."""
+    from deap_llmmerge.methods.task_vectors import draw_generator, uniform_draws, word_count
+
+    assert draw_generator(7).device.type == "cpu"
+    on_cpu, elsewhere = draw_generator(7), draw_generator(7)
+    drawn = uniform_draws(torch.Size([1000]), on_cpu, torch.device("cpu"))
+    moved = uniform_draws(torch.Size([1000]), elsewhere, torch.device("meta"))
+    assert moved.device.type == "meta" and moved.shape == drawn.shape
+    assert torch.equal(on_cpu.get_state(), elsewhere.get_state())
+    words = torch.empty(word_count(1000), dtype=torch.int64, device="meta")  # a work buffer on that device
+    uniform_draws(torch.Size([1000]), elsewhere, torch.device("meta"), words)
+    uniform_draws(torch.Size([1000]), on_cpu, torch.device("cpu"))
+    assert torch.equal(on_cpu.get_state(), elsewhere.get_state())

@@ -13,7 +13,7 @@ import torch
 from conftest import FAMILY_CASES, tiny_benchmark, tiny_model
 from deap import algorithms, tools
 
-from deap_llmmerge import BenchmarkData, LLMMergeGA, PoolMap, make_toolbox
+from deap_llmmerge import BenchmarkData, BenchmarkDataError, LLMMergeGA, PoolMap, make_toolbox
 from deap_llmmerge import evaluation as evaluation_module
 from deap_llmmerge.metrics import benchmark_metrics
 
@@ -152,3 +152,38 @@ def test_tools_compose(tmp_path):
     algorithms.eaMuPlusLambda(toolbox.population(n=4), toolbox, mu=4, lambda_=4, cxpb=0.5, mutpb=0.5, ngen=2,
                               halloffame=hall, verbose=False)
     assert len(hall) == 2
+
+
+def test_temporary_files_lie_in_a_folder_of_this_users_alone(tmp_path, monkeypatch):
+    import os
+    import tempfile
+
+    from deap_llmmerge import LLMMergeError
+    from deap_llmmerge.private_temp import private_temp_dir
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    folder = private_temp_dir()
+    assert folder.parent == tmp_path and folder.stat().st_mode & 0o777 == 0o700
+    folder.chmod(0o777)
+    with pytest.raises(LLMMergeError, match="not a folder of this user's alone"):
+        private_temp_dir()
+    folder.rmdir()
+    os.symlink(tmp_path / "elsewhere", folder)
+    (tmp_path / "elsewhere").mkdir(mode=0o700)
+    with pytest.raises(LLMMergeError, match="not a folder of this user's alone"):
+        private_temp_dir()
+
+
+def test_a_worker_refuses_a_transfer_file_that_does_not_hold_the_runs_benchmark(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    toolbox = make_toolbox([tiny_model("llama", 1), tiny_model("llama", 2)], tiny_benchmark(), "choice")
+    evaluator = toolbox.evaluate.func
+    evaluator.publish()
+    ref = next(iter(evaluator.data_refs.values()))
+    assert Path(ref.path).parent.parent == tmp_path
+    torch.save(tiny_benchmark(seed=5), ref.path)  # another benchmark at the file's name
+    monkeypatch.setattr(evaluation_module, "_DATA", {})
+    with pytest.raises(BenchmarkDataError, match="does not hold the run's benchmark"):
+        evaluation_module._fetch(ref)

@@ -118,15 +118,25 @@ def magnitude(inputs: MergeInputs, i: int, density: float, **_: object) -> Keep 
     return inputs.largest(i, max(1, int(density * inputs.numel)))
 
 
+def draw_generator(seed: int) -> torch.Generator:
+    """The generator of a random method's draws: on the CPU whatever device merges, so that a recipe found on
+    a GPU builds the same model on a CPU (a GPU's generator gives other numbers for the same seed)."""
+    return torch.Generator(device="cpu").manual_seed(seed)
+
+
 def uniform_draws(shape: torch.Size, generator: torch.Generator | None, device: torch.device,
                   words: torch.Tensor | None = None) -> torch.Tensor:
     """One uniform 16-bit draw per entry (int16, -32768..32767), four to a 64-bit random word (drawn into
-    ``words`` when given): a keep probability p is ``draws < below(p)``, exact to 1/65536."""
+    ``words`` when given): a keep probability p is ``draws < below(p)``, exact to 1/65536. The words are drawn
+    where the generator is (the CPU's, see :func:`draw_generator`) and copied to ``device`` when it differs."""
     count = shape.numel()
-    if words is None:
-        words = torch.empty(word_count(count), dtype=torch.int64, device=device)
-    words.random_(-2**63, None, generator=generator)
-    return words.view(torch.int16)[:count].view(shape)
+    where = generator.device if generator is not None else torch.device("cpu")
+    target = words if words is not None else torch.empty(word_count(count), dtype=torch.int64, device=device)
+    drawn = target if target.device == where else torch.empty(target.shape, dtype=torch.int64, device=where)
+    drawn.random_(-2**63, None, generator=generator)
+    if drawn is not target:
+        target.copy_(drawn)
+    return target.view(torch.int16)[:count].view(shape)
 
 
 def word_count(entries: int) -> int:
