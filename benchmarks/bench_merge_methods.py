@@ -30,10 +30,10 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from deap_llmmerge import MERGE_METHODS, PartMerge, SourcePool
-from deap_llmmerge.merge import MergeEngine
-from deap_llmmerge.mergekit_config import mergekit_config
-from deap_llmmerge.output import save_model
-from deap_llmmerge.plan import MergePlan
+from deap_llmmerge.models.engine import MergeEngine
+from deap_llmmerge.models.mergekit_yaml import mergekit_config
+from deap_llmmerge.models.plans import MergePlan
+from deap_llmmerge.run.output import save_model
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".cache" / "mergekit-venv"

@@ -41,7 +41,7 @@ def prepare(folder: Path) -> Path:
 
 def timed_run(config: Path, output: Path, *extra: str) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "deap_llmmerge.cli", "--quiet", "run", str(config), "--output",
+    subprocess.run([sys.executable, "-m", "deap_llmmerge", "--quiet", "run", str(config), "--output",
                     str(output), *extra], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
                    stdout=subprocess.DEVNULL)
     return time.perf_counter() - start

@@ -8,10 +8,8 @@ registries of genome families and merge methods, where candidates are scored (:c
 
 import sys
 
-from .compat import is_compatible
-from .data import BenchmarkData, load_benchmark
-from .datafiles import build_benchmark
-from .distributed import PoolMap, patient_scoop_resend, scoop_map
+from .distributed import PoolMap, scoop_map
+from .distributed.heartbeats import patient_scoop_resend
 from .errors import (
     BenchmarkDataError,
     ConfigError,
@@ -21,17 +19,20 @@ from .errors import (
     LLMMergeError,
     SourceModelError,
 )
-from .evaluation import Evaluator
-from .ga import LLMMergeGA
+from .evolve.ga import LLMMergeGA
+from .evolve.toolbox import individual_class, make_toolbox
 from .genomes import GENOMES, GenomeFamily, GenomeSpace
-from .merge import MergeEngine
 from .methods import MERGE_METHODS, register_merge_method
-from .metrics import calculate_accuracy, calculate_loss
-from .plan import MergePlan, PartMerge
-from .recipes import merge_models
-from .scoring_map import CachedMap
-from .sources import SourcePool
-from .toolbox import individual_class, make_toolbox
+from .models.compatibility import is_compatible
+from .models.engine import MergeEngine
+from .models.plans import MergePlan, PartMerge
+from .models.recipes import merge_models
+from .models.sources import SourcePool
+from .scoring.benchmark_files import build_benchmark
+from .scoring.benchmarks import BenchmarkData, load_benchmark
+from .scoring.cached_map import CachedMap
+from .scoring.evaluator import Evaluator
+from .scoring.metrics import calculate_accuracy, calculate_loss
 
 __version__ = "0.2.0"
 

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import bisect
-import fcntl
 import os
 
 import torch
 
 from .errors import ConfigError
-from .private_temp import private_temp_dir
 
-__all__ = ["resolve_device", "worker_device", "available_memory", "mapped_from_file", "out_of_memory",
+__all__ = ["resolve_device", "available_memory", "mapped_from_file", "out_of_memory",
            "release_cached_memory"]
 
 
@@ -30,21 +28,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
     elif resolved.type != "cpu":
         raise ConfigError(f"device {device!r} is not supported (use cpu, cuda or cuda:N)")
     return resolved
-
-
-def worker_device(device: torch.device, run_token: str) -> torch.device:
-    """In a SCOOP worker, plain ``cuda`` means GPU ``i mod (visible GPUs)`` for the host's i-th worker."""
-    import scoop
-
-    if device.type != "cuda" or device.index is not None or not getattr(scoop, "IS_RUNNING", False):
-        return device
-    counter = private_temp_dir() / f"gpu-{run_token}"
-    with open(counter, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        handle.seek(0)
-        slot = len(handle.read())
-        handle.write("x")
-    return torch.device("cuda", slot % torch.cuda.device_count())
 
 
 def available_memory(device: torch.device) -> int:

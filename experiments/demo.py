@@ -21,11 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experts import build_experts, mixed_benchmark  # noqa: E402
 
 from deap_llmmerge import BenchmarkData, GenomeSpace  # noqa: E402
-from deap_llmmerge.cli import main as cli_main  # noqa: E402
 from deap_llmmerge.genomes.blend import decodeBlend  # noqa: E402
-from deap_llmmerge.merge import MergeEngine  # noqa: E402
-from deap_llmmerge.metrics import calculate_accuracy, calculate_loss, score  # noqa: E402
-from deap_llmmerge.sources import SourcePool  # noqa: E402
+from deap_llmmerge.models.engine import MergeEngine  # noqa: E402
+from deap_llmmerge.models.sources import SourcePool  # noqa: E402
+from deap_llmmerge.run.cli import main as cli_main  # noqa: E402
+from deap_llmmerge.scoring.metrics import calculate_accuracy, calculate_loss, score  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "demo"

@@ -22,7 +22,7 @@ from demo import CACHE, GA_SETTINGS  # noqa: E402
 from experts import build_experts, mixed_benchmark  # noqa: E402
 
 from deap_llmmerge import BenchmarkData, LLMMergeGA  # noqa: E402
-from deap_llmmerge.metrics import benchmark_metrics  # noqa: E402
+from deap_llmmerge.scoring.metrics import benchmark_metrics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 FAMILIES = {

@@ -49,7 +49,7 @@ def base_model(downloads: Path) -> Path:
     """SmolLM2-135M-Instruct from its GGUF file, through deap-llmmerge's loader, cached as safetensors."""
     from transformers import AutoTokenizer
 
-    from deap_llmmerge.loading import Source, load_model
+    from deap_llmmerge.models.loading import Source, load_model
 
     folder = CACHE / "base"
     if (folder / "model.safetensors").exists():

@@ -70,7 +70,7 @@ def _text_batches(ids: torch.Tensor, batch: int, tokens: int, seed: int) -> Iter
 
 
 def _answer_batches(tokenizer, items: list[dict], batch: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
-    from deap_llmmerge.datafiles import continuation_ids
+    from deap_llmmerge.scoring.benchmark_files import continuation_ids
 
     rows = []
     for item in items:

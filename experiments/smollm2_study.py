@@ -139,7 +139,7 @@ def run_search(setup: dict, label: str, genome: dict, selection: str) -> Path:
     path = setup["work"] / f"{label.replace(' ', '-')}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     started = time.time()
-    subprocess.run([sys.executable, "-m", "deap_llmmerge.cli", "--quiet", "run", str(path), "--output", str(output),
+    subprocess.run([sys.executable, "-m", "deap_llmmerge", "--quiet", "run", str(path), "--output", str(output),
                     "--workers", "2", "--force"], check=True)
     (output / "wall_seconds.txt").write_text(f"{time.time() - started:.0f}\n")
     return output
@@ -147,7 +147,7 @@ def run_search(setup: dict, label: str, genome: dict, selection: str) -> Path:
 
 def held_out_data(setup: dict) -> dict:
     from deap_llmmerge import build_benchmark
-    from deap_llmmerge.datafiles import load_tokenizer
+    from deap_llmmerge.scoring.benchmark_files import load_tokenizer
 
     tokenizer = load_tokenizer(setup["base"])
     budget = setup["budget"]
@@ -165,7 +165,7 @@ def interval(p: float, n: int) -> float:
 
 def score_held_out(model, data: dict) -> dict:
     """QA accuracy over all held-out items (and per task), the held-out play's loss, with 95% intervals."""
-    from deap_llmmerge.metrics import KIND_METRICS, RowStatistics, model_inputs, row_statistics
+    from deap_llmmerge.scoring.metrics import KIND_METRICS, RowStatistics, model_inputs, row_statistics
 
     torch.set_num_threads(1)
     out, right, items = {}, 0, 0

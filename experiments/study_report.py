@@ -61,7 +61,7 @@ def _members(recipe: dict, whole_front: bool = False) -> dict[str, int | None]:
 
 def _baselines(setup: dict, folder: Path) -> dict[str, Path]:
     from deap_llmmerge import merge_models
-    from deap_llmmerge.output import save_model
+    from deap_llmmerge.run.output import save_model
 
     experts, base = setup["experts"], setup["base"]
     sources = [experts["qa"], experts["shakespeare"]]
@@ -98,8 +98,8 @@ def _random_search(setup: dict, reference: dict, genome: dict, out: Path) -> dic
     from deap import tools
 
     from deap_llmmerge import PoolMap
-    from deap_llmmerge.config import RunConfig
-    from deap_llmmerge.runner import build_ga
+    from deap_llmmerge.run.config import RunConfig
+    from deap_llmmerge.run.runner import build_ga
 
     evaluations = reference["run"]["evaluations"]
     config = RunConfig.model_validate({**setup["config"], **genome, "selection": "nsga2",
@@ -125,7 +125,7 @@ def _random_search(setup: dict, reference: dict, genome: dict, out: Path) -> dic
 
 
 def _export(run: Path, member: int | None, out: Path) -> Path:
-    from deap_llmmerge.runner import export_recipe
+    from deap_llmmerge.run.runner import export_recipe
 
     if not (out / "config.json").exists():
         shutil.rmtree(out, ignore_errors=True)

@@ -131,5 +131,5 @@ def cli(*args, env: dict | None = None) -> subprocess.CompletedProcess:
     """``deap-llmmerge --quiet ARGS`` in a fresh process, as a user runs it (one torch thread; ``env`` added
     to the environment)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "deap_llmmerge.cli", "--quiet", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "deap_llmmerge", "--quiet", *map(str, args)],
                           capture_output=True, text=True, env=env)

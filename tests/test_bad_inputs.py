@@ -68,7 +68,7 @@ HELD = []  # folder locks a case holds while its command runs
 
 
 def held(work):
-    from deap_llmmerge.lock import RunLock
+    from deap_llmmerge.run.lock import RunLock
 
     HELD.append(RunLock(work / "run").acquire())
     return ["run", work / "config.yaml", "--output", work / "run", "--resume"]

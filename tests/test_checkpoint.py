@@ -14,8 +14,8 @@ from conftest import cli, tiny_benchmark, write_run_config
 # The real command line, each generation slowed down so that the kill lands in the middle of the run.
 SLOW_CLI = """
 import sys, time
-from deap_llmmerge import ga
-from deap_llmmerge.cli import main
+from deap_llmmerge.evolve import ga
+from deap_llmmerge.run.cli import main
 step = ga.LLMMergeGA.step
 def slow_step(self):
     time.sleep(0.4)
@@ -88,7 +88,7 @@ def test_checkpoint_round_trip_keeps_the_loop_state():
     from conftest import tiny_model
 
     from deap_llmmerge import LLMMergeGA
-    from deap_llmmerge.checkpoint import ga_state, restore_ga
+    from deap_llmmerge.run.checkpoint import ga_state, restore_ga
 
     def make():
         return LLMMergeGA([tiny_model("llama", 1), tiny_model("llama", 2)], tiny_benchmark(), population_size=6,
@@ -113,7 +113,7 @@ def test_failed_candidates_are_null_in_the_checkpoint_and_worst_after_restore():
     from test_distributed import FailOnce
 
     from deap_llmmerge import LLMMergeGA
-    from deap_llmmerge.checkpoint import ga_state, restore_ga
+    from deap_llmmerge.run.checkpoint import ga_state, restore_ga
 
     def make():
         return LLMMergeGA([tiny_model("llama", 1), tiny_model("llama", 2)], tiny_benchmark(), population_size=6,

@@ -92,12 +92,12 @@ def test_export_works_from_another_directory_with_relative_paths(tmp_path, saved
     write(work / "config.yaml", {"models": ["models/m0", "models/m1"], "benchmark": "bench.pt",
                                  "ga": {"population_size": 4, "max_generations": 1}})
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-m", "deap_llmmerge.cli", "-q", "run", "config.yaml", "--output", "out"],
+    run = subprocess.run([sys.executable, "-m", "deap_llmmerge", "-q", "run", "config.yaml", "--output", "out"],
                          cwd=work, capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    exported = subprocess.run([sys.executable, "-m", "deap_llmmerge.cli", "-q", "export", str(work / "out"),
+    exported = subprocess.run([sys.executable, "-m", "deap_llmmerge", "-q", "export", str(work / "out"),
                                "--output", "model"], cwd=elsewhere, capture_output=True, text=True, env=env)
     assert exported.returncode == 0, exported.stderr
     best = load_file(work / "out" / "best" / "model.safetensors")
@@ -120,7 +120,7 @@ def test_force_starts_afresh_and_keeps_the_users_own_files(config, tmp_path):
     import sys
     import time
 
-    process = subprocess.Popen([sys.executable, "-m", "deap_llmmerge.cli", "-q", "run", str(tmp_path / "long.yaml"),
+    process = subprocess.Popen([sys.executable, "-m", "deap_llmmerge", "-q", "run", str(tmp_path / "long.yaml"),
                                 "--output", str(out), "--force"], stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while not (out / "checkpoint.json").exists() or (out / "recipe.json").exists():

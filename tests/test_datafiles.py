@@ -8,8 +8,8 @@ import torch
 from conftest import cli, tiny_model, tiny_tokenizer
 
 from deap_llmmerge import BenchmarkData, BenchmarkDataError, LLMMergeGA, build_benchmark
-from deap_llmmerge.datafiles import continuation_ids
-from deap_llmmerge.metrics import benchmark_metrics
+from deap_llmmerge.scoring.benchmark_files import continuation_ids
+from deap_llmmerge.scoring.metrics import benchmark_metrics
 
 MC = [
     {"context": "the sky is", "choices": ["blue", "green", "loud"], "answer": 0},
@@ -125,7 +125,7 @@ def test_named_benchmarks_of_several_kinds_score_together(tmp_path):
 
 
 def test_every_kind_measures_exactly_the_metrics_objectives_are_checked_against(tmp_path):
-    from deap_llmmerge.metrics import KIND_METRIC_NAMES, KIND_METRICS
+    from deap_llmmerge.scoring.metrics import KIND_METRIC_NAMES, KIND_METRICS
 
     tokenizer, model = tiny_tokenizer(), tiny_model("llama", 3)
     (tmp_path / "play.txt").write_text(TEXT)

@@ -11,7 +11,8 @@ import yaml
 from conftest import cli, tiny_benchmark, tiny_model
 
 from deap_llmmerge import EvaluationError, LLMMergeGA
-from deap_llmmerge.distributed import PoolMap, scoop_entry_path
+from deap_llmmerge.distributed import PoolMap
+from deap_llmmerge.distributed.scoop import scoop_entry_path
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def run_folder(tmp_path_factory, saved_llamas):
     # Every process that scores raises: a sitecustomize (imported at the start of every process) breaks scoring.
     (folder / "failing").mkdir()
     (folder / "failing" / "sitecustomize.py").write_text(
-        "from deap_llmmerge import evaluation\n"
+        "from deap_llmmerge.scoring import evaluator as evaluation\n"
         "def fail(self, genomes):\n"
         "    raise RuntimeError('simulated failure in a worker')\n"
         "evaluation.Evaluator.score_genomes = fail\n")
@@ -131,7 +132,7 @@ def test_a_slow_scoop_worker_is_waited_for_not_duplicated():
 SLOW_SHARES = """
 import os, time
 import scoop
-from deap_llmmerge import evaluation
+from deap_llmmerge.scoring import evaluator as evaluation
 score_genomes = evaluation.Evaluator.score_genomes
 def noted_score_genomes(self, genomes):
     with open(os.environ["DEAP_LLMMERGE_TEST_SHARES"], "a") as log:
@@ -149,7 +150,7 @@ def _slow_run(run_folder, tmp_path, name, slow):
     shares = tmp_path / f"{name}.shares"
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(tmp_path / "site"),
            "DEAP_LLMMERGE_TEST_SLOW": str(slow), "DEAP_LLMMERGE_TEST_SHARES": str(shares)}
-    process = subprocess.Popen([sys.executable, "-m", "deap_llmmerge.cli", "--quiet", "run",
+    process = subprocess.Popen([sys.executable, "-m", "deap_llmmerge", "--quiet", "run",
                                 str(run_folder / "config.yaml"), "--output", str(tmp_path / name), "--workers", "2"],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return process, shares

@@ -113,7 +113,7 @@ def test_a_worker_keeps_its_smaller_batch_size(tmp_path, monkeypatch):
 
 
 def test_scoring_a_model_at_the_end_retries_out_of_memory_too(monkeypatch, caplog):
-    from deap_llmmerge import evaluation
+    from deap_llmmerge.scoring import evaluator as evaluation
 
     ga = _ga(batch_size=8)
     real = evaluation.benchmark_metrics

@@ -120,7 +120,7 @@ def test_toolbox_composes_with_plain_eaSimple():
 @pytest.mark.parametrize(("rate", "size", "elites"), [(0.1, 5, 1), (0.1, 15, 2), (0.1, 25, 3), (0.1, 45, 5),
                                                       (0.01, 8, 1), (0.0, 8, 0), (0.25, 8, 2), (1.0, 4, 4)])
 def test_elites_round_half_up_and_at_least_one(rate, size, elites):
-    from deap_llmmerge.ga import elite_count
+    from deap_llmmerge.evolve.ga import elite_count
 
     assert elite_count(rate, size) == elites
 

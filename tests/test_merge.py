@@ -8,7 +8,7 @@ from deap_llmmerge import GenomeSpace, LLMMergeGA, SourcePool
 from deap_llmmerge.devices import mapped_from_file
 from deap_llmmerge.genomes.blend import decodeBlend
 from deap_llmmerge.genomes.choice import decodeChoice
-from deap_llmmerge.merge import MergeEngine
+from deap_llmmerge.models.engine import MergeEngine
 
 
 def space_of(pool):

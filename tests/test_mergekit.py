@@ -18,10 +18,10 @@ from conftest import tiny_benchmark, tiny_model
 from safetensors.torch import load_file, save_file
 
 from deap_llmmerge import make_toolbox
-from deap_llmmerge.cli import main as cli_main
-from deap_llmmerge.mergekit_config import mergekit_config
 from deap_llmmerge.methods import MERGE_METHODS
-from deap_llmmerge.plan import MergePlan
+from deap_llmmerge.models.mergekit_yaml import mergekit_config
+from deap_llmmerge.models.plans import MergePlan
+from deap_llmmerge.run.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".cache" / "mergekit-venv"

@@ -9,10 +9,10 @@ import torch
 from conftest import tiny_benchmark, tiny_model
 
 from deap_llmmerge import MERGE_METHODS, ConfigError, PartMerge, SourcePool, make_toolbox
-from deap_llmmerge.merge import MergeEngine
 from deap_llmmerge.methods import check_method_options
 from deap_llmmerge.methods import inputs as merge_inputs
-from deap_llmmerge.plan import MergePlan
+from deap_llmmerge.models.engine import MergeEngine
+from deap_llmmerge.models.plans import MergePlan
 
 torch.manual_seed(0)
 BASE = torch.randn(6, 5)
@@ -232,9 +232,9 @@ import sys, torch
 sys.path.insert(0, {tests!r})
 from conftest import tiny_model
 from deap_llmmerge import SourcePool, PartMerge
-from deap_llmmerge.merge import MergeEngine
+from deap_llmmerge.models.engine import MergeEngine
 from deap_llmmerge.methods import inputs
-from deap_llmmerge.plan import MergePlan
+from deap_llmmerge.models.plans import MergePlan
 inputs.BLOCK = int(sys.argv[2])
 pool = SourcePool([tiny_model("llama", 1), tiny_model("llama", 2), tiny_model("llama", 3)])
 params = (("weight", (0.6, 0.8)), ("density", (0.3, 0.5)), ("seed", (7.0,)))
@@ -304,7 +304,7 @@ def test_top_k_by_magnitude_selects_exactly_the_k_largest(k):
 def test_merges_through_the_engine_equal_plain_merges_candidate_after_candidate():
     """Cached task vectors, magnitude buckets and reused work buffers never leak from one candidate (or
     tensor) into the next: every tensor equals the same merge computed alone, with nothing cached."""
-    from deap_llmmerge.merge import step_seed
+    from deap_llmmerge.models.engine import step_seed
 
     pool = SourcePool([tiny_model("llama", 1), tiny_model("llama", 2), tiny_model("llama", 3)])
     engine = MergeEngine(pool, pool.new_skeleton())
@@ -334,7 +334,7 @@ def test_dare_draws_streamed_block_by_block_equal_whole_tensor_draws(monkeypatch
     """The kept entries do not depend on how a kernel walks the tensor: each source's mask is its whole
     tensor of draws, drawn from the step's generator in source order (the first source's, then the
     second's), so a recipe rebuilds the same model on every device and block size."""
-    from deap_llmmerge.methods.task_vectors import below, uniform_draws
+    from deap_llmmerge.methods.sparsify import below, uniform_draws
 
     monkeypatch.setattr(merge_inputs, "BLOCK", block)
     generator = torch.Generator().manual_seed(11)
@@ -367,7 +367,7 @@ def test_make_toolbox_refuses_an_unknown_option_before_loading_anything():
 def test_draws_come_from_the_cpu_generator_whatever_device_merges():
     """A recipe found on a GPU must build the same model on a CPU: the draws of a tensor that lives elsewhere
     (the meta device stands in for a GPU here) use the CPU generator exactly as the CPU's own draws do."""
-    from deap_llmmerge.methods.task_vectors import draw_generator, uniform_draws, word_count
+    from deap_llmmerge.methods.sparsify import draw_generator, uniform_draws, word_count
 
     assert draw_generator(7).device.type == "cpu"
     on_cpu, elsewhere = draw_generator(7), draw_generator(7)

@@ -7,8 +7,8 @@ import torch
 from conftest import tiny_benchmark, tiny_model
 
 from deap_llmmerge import BenchmarkData, BenchmarkDataError, calculate_accuracy, calculate_loss
-from deap_llmmerge.data import load_benchmark
-from deap_llmmerge.metrics import score
+from deap_llmmerge.scoring.benchmarks import load_benchmark
+from deap_llmmerge.scoring.metrics import score
 
 
 class Payload:

@@ -15,7 +15,7 @@ import yaml
 from conftest import cli, tiny_benchmark, tiny_model, write_run_config
 
 from deap_llmmerge import __version__
-from deap_llmmerge.report import source_weights
+from deap_llmmerge.run.report import source_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -61,13 +61,13 @@ def test_a_pool_started_outside_the_main_guard_is_one_clear_error(tmp_path):
 
 def test_version_and_quiet_after_the_command():
     assert cli("--version").stdout.strip() == f"deap-llmmerge {__version__}"
-    done = subprocess.run([sys.executable, "-m", "deap_llmmerge.cli", "scoop-entry", "-q"], capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "deap_llmmerge", "scoop-entry", "-q"], capture_output=True,
                           text=True, env=ENV)
     assert done.returncode == 0 and done.stdout.strip().endswith("scoop_entry.py")
 
 
 def test_every_argument_has_help():
-    from deap_llmmerge.cli import _parser
+    from deap_llmmerge.run.cli import _parser
 
     def actions(parser):
         for action in parser._actions:
@@ -116,7 +116,7 @@ def test_report_draws_a_stopped_run_and_says_it_is_unfinished(blend_run):
     config["ga"]["max_generations"] = 40
     config["benchmark"] = str(blend_run / "bench.pt")
     (blend_run / "long.yaml").write_text(yaml.safe_dump(config))
-    process = subprocess.Popen([sys.executable, "-m", "deap_llmmerge.cli", "-q", "run", str(blend_run / "long.yaml"),
+    process = subprocess.Popen([sys.executable, "-m", "deap_llmmerge", "-q", "run", str(blend_run / "long.yaml"),
                                 "--output", str(out)], env=ENV, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while not (out / "checkpoint.json").exists():
@@ -130,7 +130,7 @@ def test_report_draws_a_stopped_run_and_says_it_is_unfinished(blend_run):
 
 
 def test_a_scoop_run_streams_a_line_per_generation_and_leaves_no_log(blend_run):
-    process = subprocess.Popen([sys.executable, "-m", "deap_llmmerge.cli", "run", str(blend_run / "config.yaml"),
+    process = subprocess.Popen([sys.executable, "-m", "deap_llmmerge", "run", str(blend_run / "config.yaml"),
                                 "--output", str(blend_run / "scoop"), "--workers", "2"], env=ENV,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen, while_running = [], 0

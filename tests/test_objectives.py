@@ -9,8 +9,8 @@ from conftest import cli, tiny_benchmark, tiny_model
 from safetensors.torch import load_file
 
 from deap_llmmerge import BenchmarkData, ConfigError, LLMMergeGA
-from deap_llmmerge.metrics import benchmark_metrics
-from deap_llmmerge.objectives import parse_objectives
+from deap_llmmerge.evolve.objectives import parse_objectives
+from deap_llmmerge.scoring.metrics import benchmark_metrics
 
 
 def test_objectives_default_to_accuracy_and_loss_of_every_benchmark():
@@ -104,7 +104,7 @@ def _non_dominated(values: list[tuple[float, ...]]) -> set[tuple[float, ...]]:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_the_front_is_the_non_dominated_set_of_every_candidate_scored_resumed_or_not(seed):
-    from deap_llmmerge.checkpoint import ga_state, restore_ga
+    from deap_llmmerge.run.checkpoint import ga_state, restore_ga
 
     models = [tiny_model("llama", s) for s in (1, 2, 3)]
     benchmarks = {f"b{i}": tiny_benchmark(seed=i) for i in range(4)}

@@ -4,7 +4,7 @@
 import pytest
 from conftest import cli, write_run_config
 
-from deap_llmmerge.report import pareto_front
+from deap_llmmerge.run.report import pareto_front
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -14,8 +14,8 @@ from conftest import FAMILY_CASES, tiny_benchmark, tiny_model
 from deap import algorithms, tools
 
 from deap_llmmerge import BenchmarkData, BenchmarkDataError, LLMMergeGA, PoolMap, make_toolbox
-from deap_llmmerge import evaluation as evaluation_module
-from deap_llmmerge.metrics import benchmark_metrics
+from deap_llmmerge.scoring import evaluator as evaluation_module
+from deap_llmmerge.scoring.metrics import benchmark_metrics
 
 
 def padded_benchmark(seed=0):
@@ -159,7 +159,7 @@ def test_temporary_files_lie_in_a_folder_of_this_users_alone(tmp_path, monkeypat
     import tempfile
 
     from deap_llmmerge import LLMMergeError
-    from deap_llmmerge.private_temp import private_temp_dir
+    from deap_llmmerge.distributed.private_temp import private_temp_dir
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     folder = private_temp_dir()

@@ -4,7 +4,7 @@ from conftest import tiny_model
 
 from deap_llmmerge import IncompatibleModelsError, SourcePool
 from deap_llmmerge.errors import SourceModelError
-from deap_llmmerge.sources import split_parts
+from deap_llmmerge.models.sources import split_parts
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral", "gpt2", "gpt_neox", "gemma", "phi3"])
@@ -132,7 +132,7 @@ def _save_as_pytorch_bin(model, folder, shards: int = 1):
 @pytest.mark.parametrize("layout", ["pytorch_model.bin", "sharded pytorch_model.bin", "sharded safetensors"])
 def test_older_and_sharded_checkpoints_merge_like_one_safetensors_file(layout, tmp_path):
     from deap_llmmerge import LLMMergeGA
-    from deap_llmmerge.loading import sha256_of, weight_files
+    from deap_llmmerge.models.loading import sha256_of, weight_files
 
     sources = [tiny_model("llama", 1), tiny_model("llama", 2)]
     paths = [tmp_path / "a", tmp_path / "b"]

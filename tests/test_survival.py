@@ -19,7 +19,7 @@ SITECUSTOMIZE = """
 import os
 if os.environ.get("DEAP_LLMMERGE_TEST_SLOW"):
     import time
-    from deap_llmmerge import ga
+    from deap_llmmerge.evolve import ga
     step = ga.LLMMergeGA.step
     def slow_step(self):
         time.sleep(float(os.environ["DEAP_LLMMERGE_TEST_SLOW"]))
@@ -27,7 +27,7 @@ if os.environ.get("DEAP_LLMMERGE_TEST_SLOW"):
     ga.LLMMergeGA.step = slow_step
 if os.environ.get("DEAP_LLMMERGE_TEST_SIGNAL"):  # "N:PIDFILE": at the Nth candidate this process scores,
     import signal, time                            # SIGINT to the pid in PIDFILE (once per run, whoever is first)
-    from deap_llmmerge import scoring
+    from deap_llmmerge.scoring import population as scoring
     at, pidfile = os.environ["DEAP_LLMMERGE_TEST_SIGNAL"].split(":", 1)
     score_one, calls = scoring.PopulationScorer._score_one, []
     def interrupted_score_one(self, *args, **kwargs):
@@ -46,7 +46,7 @@ if os.environ.get("DEAP_LLMMERGE_TEST_SIGNAL"):  # "N:PIDFILE": at the Nth candi
     scoring.PopulationScorer._score_one = interrupted_score_one
 if os.environ.get("DEAP_LLMMERGE_TEST_SIGNAL_SAVED"):  # PIDFILE: SIGINT to that pid once recipe.json is written
     import signal, time
-    from deap_llmmerge import runner
+    from deap_llmmerge.run import runner
     write = runner.atomic_write_text
     def write_then_signal(path, text):
         write(path, text)
@@ -79,7 +79,7 @@ def start(folder, *args, slow=None, extra_env=None):
     env = {**ENV, "PYTHONPATH": str(folder / "site"), **(extra_env or {})}
     if slow:
         env["DEAP_LLMMERGE_TEST_SLOW"] = str(slow)
-    return subprocess.Popen([sys.executable, "-m", "deap_llmmerge.cli", "--quiet", *map(str, args)], env=env,
+    return subprocess.Popen([sys.executable, "-m", "deap_llmmerge", "--quiet", *map(str, args)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench_merge_methods import plan_for  # noqa: E402
 
 from deap_llmmerge import SourcePool  # noqa: E402
-from deap_llmmerge.merge import MergeEngine  # noqa: E402
+from deap_llmmerge.models.engine import MergeEngine  # noqa: E402
 
 torch.set_num_threads(1)
 method, folder = sys.argv[1], Path(sys.argv[2])

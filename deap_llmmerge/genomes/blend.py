@@ -9,8 +9,8 @@ from collections.abc import Callable, Sequence
 from deap import base
 
 from ..errors import InvalidGenomeError
-from ..plan import MergePlan, PartMerge
-from . import GenomeFamily, register_genome_family
+from ..models.plans import MergePlan, PartMerge
+from .family import GenomeFamily
 from .operators import cxUniformParts
 from .space import GenomeSpace
 
@@ -79,7 +79,7 @@ def register_operators(toolbox: base.Toolbox, space: GenomeSpace, indpb: float, 
     toolbox.register("mutate", mutBlend, n_sources=space.n_sources, indpb=indpb)
 
 
-register_genome_family(GenomeFamily(
+FAMILY = GenomeFamily(
     "blend", "per part, one weight per source: a linear merge per part",
     initBlend, pureBlend, decodeBlend, register_operators,
-))
+)

@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 from deap import base
 
 from ..errors import InvalidGenomeError
-from ..plan import MergePlan, PartMerge
-from . import GenomeFamily, register_genome_family
+from ..models.plans import MergePlan, PartMerge
+from .family import GenomeFamily
 from .operators import cxUniformParts
 from .space import GenomeSpace
 
@@ -56,7 +56,7 @@ def register_operators(toolbox: base.Toolbox, space: GenomeSpace, indpb: float, 
     toolbox.register("mutate", mutChoice, n_sources=space.n_sources, indpb=indpb)
 
 
-register_genome_family(GenomeFamily(
+FAMILY = GenomeFamily(
     "choice", "one int per part: the source that part comes from",
     initChoice, pureChoice, decodeChoice, register_operators,
-))
+)

@@ -16,8 +16,8 @@ from deap import base
 
 from ..errors import ConfigError, InvalidGenomeError
 from ..methods import MERGE_METHODS, MergeMethod
-from ..plan import MergePlan, PartMerge
-from . import GenomeFamily, register_genome_family
+from ..models.plans import MergePlan, PartMerge
+from .family import GenomeFamily
 from .operators import cxUniformParts, mutGaussianBounded
 from .space import GenomeSpace
 
@@ -226,7 +226,7 @@ def register_operators(toolbox: base.Toolbox, space: GenomeSpace, indpb: float, 
     toolbox.register("mutate", mutGaussianBounded, low=low, up=up, indpb=indpb, sigma=0.1, choices=choices)
 
 
-register_genome_family(GenomeFamily(
+FAMILY = GenomeFamily(
     "methods", "per part, a merge method's parameters (weight, density, t, ...) as bounded genes",
     initMethods, pureMethods, decodeMethods, register_operators, seedMethods, check,
-))
+)

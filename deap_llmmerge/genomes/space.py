@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ConfigError
-from ..parts import is_layer_part
+from ..models.parts import is_layer_part
 
 __all__ = ["GenomeSpace", "parse_granularity"]
 

@@ -13,9 +13,9 @@ from collections.abc import Callable, Sequence
 from deap import base
 
 from ..errors import ConfigError, InvalidGenomeError
-from ..parts import layer_part
-from ..plan import MergePlan, PartMerge
-from . import GenomeFamily, register_genome_family
+from ..models.parts import layer_part
+from ..models.plans import MergePlan, PartMerge
+from .family import GenomeFamily
 from .space import GenomeSpace
 
 __all__ = ["initStack", "pureStack", "decodeStack", "cxStackOnePoint", "mutStack", "default_depth"]
@@ -135,7 +135,7 @@ def register_operators(toolbox: base.Toolbox, space: GenomeSpace, indpb: float, 
                      swap_rate=indpb / 2)
 
 
-register_genome_family(GenomeFamily(
+FAMILY = GenomeFamily(
     "stack", "a variable-length list of (source, layer) picks, one per output layer",
     initStack, pureStack, decodeStack, register_operators, check=check,
-))
+)

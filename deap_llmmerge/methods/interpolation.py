@@ -7,17 +7,15 @@ from collections.abc import Sequence
 import torch
 
 from ..errors import InvalidGenomeError
-from . import register_merge_method
+from .base import MergeMethod
 from .inputs import MergeInputs
 
 
-@register_merge_method("take", max_sources=1)
 def take(inputs: MergeInputs, generator=None) -> torch.Tensor:
     """The one source's tensor, unchanged."""
     return inputs.tensors[0]
 
 
-@register_merge_method("linear", per_source=("weight",), defaults={"weight": 1.0}, options={"normalize": True})
 def linear(inputs: MergeInputs, weight: Sequence[float], normalize: bool = True, generator=None) -> torch.Tensor:
     """sum(weight_i * tensor_i), divided by sum(weight) when ``normalize``."""
     merged = inputs.source(0) * weight[0]
@@ -31,7 +29,6 @@ def linear(inputs: MergeInputs, weight: Sequence[float], normalize: bool = True,
     return merged
 
 
-@register_merge_method("slerp", per_part=("t",), min_sources=2, max_sources=2, defaults={"t": 0.5})
 def slerp(inputs: MergeInputs, t: float, dot_threshold: float = 0.9995, eps: float = 1e-8,
           generator=None) -> torch.Tensor:
     """Spherical interpolation from the first tensor (t=0) to the second (t=1) over the flattened tensor;
@@ -48,3 +45,10 @@ def slerp(inputs: MergeInputs, t: float, dot_threshold: float = 0.9995, eps: flo
     sin_theta = torch.sin(theta)
     merged = a * (torch.sin((1 - t) * theta) / sin_theta)
     return merged.add_(b * (torch.sin(t * theta) / sin_theta))
+
+
+METHODS = (
+    MergeMethod("take", take, max_sources=1),
+    MergeMethod("linear", linear, per_source=("weight",), defaults={"weight": 1.0}, options={"normalize": True}),
+    MergeMethod("slerp", slerp, per_part=("t",), min_sources=2, max_sources=2, defaults={"t": 0.5}),
+)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from . import register_merge_method
+from .base import MergeMethod
 from .inputs import MergeInputs
 
 
-@register_merge_method("model_stock", needs_base=True, min_sources=2)
 def model_stock(inputs: MergeInputs, generator=None) -> torch.Tensor:
     """Model Stock: interpolate between the base and the sources' average by the mean cosine of their task
     vectors, t = n cos / (1 + (n - 1) cos) (the base where that is singular)."""
@@ -25,3 +24,6 @@ def model_stock(inputs: MergeInputs, generator=None) -> torch.Tensor:
     average = sum(inputs.source(i) for i in range(n)) / n
     base = inputs.base()
     return t * average + (1 - t) * base
+
+
+METHODS = (MergeMethod("model_stock", model_stock, needs_base=True, min_sources=2),)

@@ -1,0 +1,326 @@
+"""LLMMergeGA: the generational loop around the toolbox, with the names of the original design."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from deap import algorithms, tools
+from torch import nn
+
+from ..errors import ConfigError, EvaluationError
+from ..models.compatibility import CompatibilityCheck, is_compatible
+from ..scoring.benchmarks import BenchmarkData
+from ..scoring.cached_map import CachedMap
+from ..scoring.evaluator import Evaluator
+from ..scoring.metrics import Metric, calculate_accuracy, calculate_loss, score
+from .toolbox import as_benchmarks, make_toolbox
+
+__all__ = ["LLMMergeGA", "seed_everything", "elite_count"]
+
+log = logging.getLogger(__name__)
+
+GenerationCallback = Callable[["LLMMergeGA", int], None]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's ``random`` (DEAP's operators), numpy and torch."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def elite_count(elitism_rate: float, population_size: int) -> int:
+    """``elitism_rate * population_size`` rounded half up, and at least one when the rate is above 0."""
+    if elitism_rate <= 0:
+        return 0
+    return min(population_size, max(1, math.floor(elitism_rate * population_size + 0.5)))
+
+
+def _finite(values: Sequence[float]) -> list[float]:
+    return [v for v in values if math.isfinite(v)] or [math.nan]
+
+
+def _max(values: Sequence[float]) -> float:
+    return max(_finite(values))
+
+
+def _min(values: Sequence[float]) -> float:
+    return min(_finite(values))
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(_finite(values)))
+
+
+class _Objective:
+    """Statistics key: the ``index``-th fitness value of an individual (picklable, unlike a lambda)."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __call__(self, individual: Sequence) -> float:
+        return individual.fitness.values[self.index]
+
+
+def _check_rate(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name} must lie in [0, 1], got {value}")
+
+
+class LLMMergeGA:
+    """Evolve merges of ``llms`` scored on ``benchmark_data``.
+
+    ``mutation_rate`` is the per-gene probability of a mutation, ``crossover_rate`` the probability
+    that a pair of offspring is crossed, ``elitism_rate`` the share of the population that passes
+    unchanged into the next generation (see :func:`elite_count`). With ``selection="nsga2"`` the
+    population is chosen by NSGA-II from parents and offspring together (elitist by construction) and
+    ``halloffame`` is the Pareto front. A candidate whose scoring raises gets the worst fitness; when
+    more than ``max_failed_share`` of a generation's new candidates fail, the run stops with
+    EvaluationError. The first generation holds every pure source, so the best merge found is never
+    worse than the best source on the fitness data.
+
+    ``adaptive_mutation={"threshold": 0.5, "factor": 2.0}`` multiplies the mutation rate by ``factor``
+    while fewer than ``threshold`` of the population's merges are distinct.
+    """
+
+    def __init__(
+        self,
+        llms: Sequence[object],
+        benchmark_data: object,
+        population_size: int = 100,
+        max_generations: int = 50,
+        crossover_rate: float = 0.8,
+        mutation_rate: float = 0.1,
+        elitism_rate: float = 0.1,
+        device: str = "cpu",
+        genome: str = "choice",
+        seed: int | None = 0,
+        *,
+        batch_size: int = 32,
+        patience: int | None = None,
+        max_failed_share: float = 0.5,
+        tournament_size: int = 3,
+        halloffame_size: int = 5,
+        calculate_accuracy: Metric = calculate_accuracy,
+        calculate_loss: Metric = calculate_loss,
+        weights: Sequence[float] | None = None,
+        is_compatible: CompatibilityCheck = is_compatible,
+        map: Callable = map,
+        callback: GenerationCallback | None = None,
+        trust_remote_code: bool = False,
+        objectives: Sequence[str] | None = None,
+        selection: str = "tournament",
+        adaptive_mutation: Mapping[str, float] | None = None,
+        **genome_settings: object,
+    ) -> None:
+        if population_size < 2:
+            raise ConfigError(f"population_size must be >= 2, got {population_size}")
+        if max_generations < 0:
+            raise ConfigError(f"max_generations must be >= 0, got {max_generations}")
+        for name, rate in (("crossover_rate", crossover_rate), ("mutation_rate", mutation_rate),
+                           ("elitism_rate", elitism_rate)):
+            _check_rate(name, rate)
+        _check_rate("max_failed_share", max_failed_share)
+        if patience is not None and patience < 1:
+            raise ConfigError(f"patience must be >= 1, got {patience}")
+        self.population_size = population_size
+        self.max_generations = max_generations
+        self.crossover_rate = crossover_rate
+        self.mutation_rate = mutation_rate
+        self.current_mutation_rate = mutation_rate
+        self.elitism_rate = elitism_rate
+        self.device = device
+        self.seed = seed
+        self.patience = patience
+        self.max_failed_share = max_failed_share
+        self.selection = selection
+        self.adaptive_mutation = dict(adaptive_mutation) if adaptive_mutation else None
+        self.failed_evaluations = 0
+        self.callback = callback
+        custom = calculate_accuracy is not globals()["calculate_accuracy"] or \
+            calculate_loss is not globals()["calculate_loss"]
+        self.custom_metrics = (calculate_accuracy, calculate_loss) if custom else None
+        if custom and isinstance(benchmark_data, Mapping) and "input_ids" not in benchmark_data:
+            raise ConfigError("calculate_accuracy / calculate_loss apply to one benchmark of tensors")
+        self.toolbox = make_toolbox(
+            llms, benchmark_data, genome, device=device, batch_size=batch_size, objectives=objectives,
+            metrics={"accuracy": calculate_accuracy, "loss": calculate_loss} if custom else None,
+            weights=weights, compatible=is_compatible, mutation_rate=mutation_rate,
+            tournament_size=tournament_size, selection=selection, base_map=map,
+            trust_remote_code=trust_remote_code, seed=seed or 0, **genome_settings,
+        )
+        self.evaluator: Evaluator = self.toolbox.evaluate.func
+        self.cached_map: CachedMap = self.toolbox.map.func
+        self.pool = self.evaluator.state.pool
+        self.objectives = tuple(o.label for o in self.evaluator.objectives)
+        if selection == "nsga2":
+            self.halloffame = tools.ParetoFront(similar=self.cached_map.same)
+        else:
+            self.halloffame = tools.HallOfFame(halloffame_size, similar=self.cached_map.same)
+        self.logbook = tools.Logbook()
+        self.population: list = []
+        self.generation = -1
+        self.improved_at = 0
+        self.stats = tools.MultiStatistics(
+            **{name: tools.Statistics(_Objective(i)) for i, name in enumerate(self.objectives)}
+        )
+        for function in (_max, _mean, _min):
+            self.stats.register(function.__name__.strip("_"), function)
+        self.logbook.header = ["gen", "evals", *self.objectives, "diversity", "mutation_rate"]
+        for name in self.objectives:
+            self.logbook.chapters[name].header = ["max", "mean", "min"]
+
+    @property
+    def num_elites(self) -> int:
+        return 0 if self.selection == "nsga2" else elite_count(self.elitism_rate, self.population_size)
+
+    @property
+    def best(self) -> list:
+        """The best individual so far: the hall of fame's first, or the Pareto front's member that is best
+        on the first objective (then the next)."""
+        if self.selection == "nsga2":
+            return max(self.halloffame, key=lambda ind: ind.fitness.wvalues)
+        return self.halloffame[0]
+
+    def _score(self, individuals: list, generation: int) -> int:
+        """Score the individuals without a valid fitness; return how many were new to the cache."""
+        invalid = [ind for ind in individuals if not ind.fitness.valid]
+        before = self.cached_map.evaluations
+        for ind, values in zip(invalid, self.toolbox.map(self.toolbox.evaluate, invalid)):
+            ind.fitness.values = values
+        fresh = self.cached_map.evaluations - before
+        failures = self.cached_map.last_failures
+        self.failed_evaluations += len(failures)
+        if failures and len(failures) > self.max_failed_share * fresh:
+            raise EvaluationError(f"{len(failures)} of {fresh} evaluations failed in generation "
+                                  f"{generation}; first: {failures[0].error}")
+        return fresh
+
+    def diversity(self) -> float:
+        """The share of the population's merges that are distinct."""
+        return len({self.cached_map.same.key(ind) for ind in self.population}) / max(1, len(self.population))
+
+    def _adapt_mutation(self, diversity: float) -> None:
+        if self.adaptive_mutation is None:
+            return
+        low = diversity < self.adaptive_mutation.get("threshold", 0.5)
+        rate = min(1.0, self.mutation_rate * self.adaptive_mutation.get("factor", 2.0)) if low else self.mutation_rate
+        if rate != self.current_mutation_rate:
+            self.current_mutation_rate = rate
+            evaluator = self.evaluator
+            evaluator.family.register_operators(self.toolbox, evaluator.space, rate)
+
+    def _record(self, evaluations: int, scored: list) -> None:
+        """Hall of fame (or front), logbook and callback after a generation whose new candidates are ``scored``.
+        The front sees every candidate scored, not only NSGA-II's survivors: an offspring dropped for its
+        crowding distance may still dominate a member."""
+        if self.selection == "nsga2":
+            before = {id(ind) for ind in self.halloffame}
+            self.halloffame.update(scored + self.population)
+            if {id(ind) for ind in self.halloffame} != before:
+                self.improved_at = self.generation
+        else:
+            previous = self.halloffame[0].fitness.wvalues if len(self.halloffame) else None
+            self.halloffame.update(self.population)
+            if previous is None or self.halloffame[0].fitness.wvalues > previous:
+                self.improved_at = self.generation
+        diversity = self.diversity()
+        self._adapt_mutation(diversity)
+        self.logbook.record(gen=self.generation, evals=evaluations, diversity=diversity,
+                            mutation_rate=self.current_mutation_rate, **self.stats.compile(self.population))
+        log.info("%s", self.summary())
+        if self.callback is not None:
+            self.callback(self, self.generation)
+
+    def summary(self) -> str:
+        """One log line for the last generation: evaluations, each objective's max/mean/min, the best so far."""
+        record = self.logbook[-1]
+        stats = "; ".join(f"{name} {self.logbook.chapters[name][-1]['max']:.4g}/"
+                          f"{self.logbook.chapters[name][-1]['mean']:.4g}/{self.logbook.chapters[name][-1]['min']:.4g}"
+                          for name in self.objectives)
+        best = ", ".join(f"{name} {value:.4g}" for name, value in zip(self.objectives, self.best.fitness.values))
+        return (f"generation {record['gen']}/{self.max_generations}: {record['evals']} evaluations; max/mean/min "
+                f"{stats}; best so far {best}")
+
+    def step(self) -> None:
+        """One generation. Tournament: elites pass unchanged, the rest are selected, crossed, mutated and
+        scored. NSGA-II: offspring of crowded-tournament parents, then survivors from parents + offspring."""
+        if self.selection == "nsga2":
+            parents = self.toolbox.select_parents(self.population, self.population_size)
+            offspring = algorithms.varAnd(parents, self.toolbox, self.crossover_rate, 1.0)
+            evaluations = self._score(offspring, self.generation + 1)
+            scored = offspring
+            self.population[:] = self.toolbox.select(self.population + offspring, self.population_size)
+        else:
+            elites = [self.toolbox.clone(ind) for ind in tools.selBest(self.population, self.num_elites)]
+            offspring = self.toolbox.select(self.population, self.population_size - len(elites))
+            offspring = algorithms.varAnd(offspring, self.toolbox, self.crossover_rate, 1.0)
+            evaluations = self._score(offspring, self.generation + 1)
+            scored = offspring
+            self.population[:] = elites + offspring
+        self.generation += 1
+        self._record(evaluations, scored)
+
+    def run(self) -> list:
+        """Evolve for ``max_generations`` (or until ``patience`` runs out); return the best individual."""
+        if self.generation < 0:
+            if self.seed is not None:
+                seed_everything(self.seed)
+            self.population = self.toolbox.population(n=self.population_size)
+            self.generation = 0
+            evaluations = self._score(self.population, 0)
+            scored = list(self.population)
+            if self.selection == "nsga2":
+                self.population[:] = self.toolbox.select(self.population, self.population_size)
+            self._record(evaluations, scored)
+        while self.generation < self.max_generations:
+            if self.patience is not None and self.generation - self.improved_at >= self.patience:
+                log.info("stopping early: no improvement for %d generations", self.patience)
+                break
+            self.step()
+        return self.best
+
+    def merge_layers(self, individual: Sequence) -> nn.Module:
+        """The merged model of ``individual``, independent of later evaluations."""
+        return self.evaluator.independent_model(individual)
+
+    def evaluate(self, model: nn.Module, data: object | None = None) -> tuple[float, ...]:
+        """The objectives' values for ``model`` on the fitness data, or ``(accuracy, loss)`` on ``data``
+        when given (one benchmark, or named ones: then ``{name: (accuracy, loss)}``)."""
+        if self.custom_metrics is not None:
+            data = self.evaluator.state.benchmarks[next(iter(self.evaluator.state.benchmarks))] \
+                if data is None else BenchmarkData.coerce(data)
+            return score(model, data, self.custom_metrics, self.evaluator.state.scorer.batch_size)
+        if data is None:
+            metrics = {name: self.evaluator.measure(model, bench)
+                       for name, bench in self.evaluator.state.benchmarks.items()}
+            return tuple(metrics[o.benchmark][o.metric] for o in self.evaluator.objectives)
+        named = as_benchmarks(data)
+        device = next(model.parameters()).device
+        values = {name: self.evaluator.measure(model, bench.to(device)) for name, bench in named.items()}
+        if len(values) == 1:
+            only = next(iter(values.values()))
+            return only["accuracy"], only["loss"]
+        return {name: (v["accuracy"], v["loss"]) for name, v in values.items()}
+
+    def evaluate_accuracy(self, model: nn.Module, data: object | None = None) -> float:
+        """Accuracy of ``model`` on the (first) fitness benchmark, or on ``data``."""
+        return self._first(model, data, "accuracy")
+
+    def evaluate_loss(self, model: nn.Module, data: object | None = None) -> float:
+        """Loss of ``model`` on the (first) fitness benchmark, or on ``data``."""
+        return self._first(model, data, "loss")
+
+    def _first(self, model: nn.Module, data: object | None, metric: str) -> float:
+        if self.custom_metrics is not None:
+            return self.evaluate(model, data)[0 if metric == "accuracy" else 1]
+        if data is None:
+            benchmarks = self.evaluator.state.benchmarks
+            return self.evaluator.measure(model, benchmarks[next(iter(benchmarks))])[metric]
+        bench = BenchmarkData.coerce(data).to(next(model.parameters()).device)
+        return self.evaluator.measure(model, bench)[metric]

@@ -1,0 +1,257 @@
+"""The run configuration (YAML): frozen pydantic models, unknown keys rejected, errors naming the key."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..devices import resolve_device
+from ..errors import ConfigError
+from ..evolve.objectives import SINGLE
+from ..genomes import GENOMES
+from ..genomes.space import parse_granularity
+from ..methods import check_method_options
+from ..scoring.benchmarks import KINDS
+
+__all__ = ["ModelEntry", "BenchmarkEntry", "GASettings", "RunConfig", "load_config"]
+
+_SUFFIX_KINDS = {".pt": "tensors", ".txt": "text"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelEntry(_Strict):
+    path: Path
+    name: str | None = None
+
+
+class BenchmarkEntry(_Strict):
+    """A benchmark file: tensors (``.pt``), or JSONL / Parquet / text built with the tokenizer."""
+
+    path: Path
+    kind: Literal["tensors", "completion", "multiple_choice", "text"] | None = None
+    window: int = Field(128, ge=2)
+    normalization: Literal["chars", "tokens"] = "chars"
+    max_items: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _kind_known(self) -> BenchmarkEntry:
+        if self.kind is None and self.path.suffix not in _SUFFIX_KINDS:
+            raise ValueError(f"say which kind {self.path.name} holds (kind: {', '.join(KINDS)})")
+        return self
+
+    @property
+    def resolved_kind(self) -> str:
+        return self.kind or _SUFFIX_KINDS[self.path.suffix]
+
+
+class AdaptiveMutation(_Strict):
+    threshold: float = Field(0.5, gt=0.0, le=1.0)
+    factor: float = Field(2.0, ge=1.0)
+
+
+class GASettings(_Strict):
+    population_size: int = Field(24, ge=2)
+    max_generations: int = Field(10, ge=0)
+    crossover_rate: float = Field(0.8, ge=0.0, le=1.0)
+    mutation_rate: float = Field(0.1, ge=0.0, le=1.0)
+    elitism_rate: float = Field(0.1, ge=0.0, le=1.0)
+    seed: int = 0
+    patience: int | None = Field(None, ge=1)
+    tournament_size: int = Field(3, ge=1)
+    halloffame_size: int = Field(5, ge=1)
+    max_failed_share: float = Field(0.5, ge=0.0, le=1.0)
+    adaptive_mutation: AdaptiveMutation | None = None
+
+
+class DepthBounds(_Strict):
+    min: int = Field(ge=1)
+    max: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DepthBounds:
+        if self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+
+class RunConfig(_Strict):
+    models: list[ModelEntry] = Field(min_length=2)
+    base: Path | None = None
+    benchmark: dict[str, BenchmarkEntry]
+    validation: dict[str, BenchmarkEntry] | None = None
+    tokenizer: Path | None = None
+    genome: str = "choice"
+    method: str | None = None
+    search_methods: list[str] | None = None
+    method_options: dict[str, dict[str, Any]] = {}
+    negative_weights: bool = False
+    genome_granularity: str = "layer"
+    depth: DepthBounds | None = None
+    objectives: list[str] | None = None
+    selection: Literal["tournament", "nsga2"] = "tournament"
+    ga: GASettings = GASettings()
+    device: str = "cpu"
+    batch_size: int = Field(32, ge=1)
+    score_memory_mb: int | None = Field(None, ge=0)
+    trust_remote_code: bool = False
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _paths_as_entries(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"path": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    @field_validator("benchmark", "validation", mode="before")
+    @classmethod
+    def _benchmark_shapes(cls, value: Any) -> Any:
+        """One path, one ``{path, kind, ...}`` entry, or named entries (each a path or an entry)."""
+        if isinstance(value, (str, Path)):
+            return {SINGLE: {"path": value}}
+        if isinstance(value, dict) and "path" in value:
+            return {SINGLE: value}
+        if isinstance(value, dict):
+            return {name: {"path": item} if isinstance(item, (str, Path)) else item for name, item in value.items()}
+        return value
+
+    @field_validator("method_options")
+    @classmethod
+    def _known_options(cls, value: dict) -> dict:
+        check_method_options(value)
+        return value
+
+    @field_validator("genome")
+    @classmethod
+    def _known_genome(cls, value: str) -> str:
+        if value not in GENOMES:
+            raise ValueError(f"unknown genome family {value!r}; known: {', '.join(GENOMES)}")
+        return value
+
+    @field_validator("genome_granularity")
+    @classmethod
+    def _granularity(cls, value: str) -> str:
+        parse_granularity(value)
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _usable_device(cls, value: str) -> str:
+        resolve_device(value)
+        return value
+
+    @model_validator(mode="after")
+    def _fits_genome(self) -> RunConfig:
+        if self.genome == "methods" and self.method is None:
+            raise ValueError("genome 'methods' needs a method (ties, dare_ties, ..., or search)")
+        if self.genome != "methods" and (self.method is not None or self.search_methods is not None):
+            raise ValueError(f"method applies to genome: methods, not {self.genome}")
+        if self.depth is not None and self.genome != "stack":
+            raise ValueError(f"depth applies to genome: stack, not {self.genome}")
+        return self
+
+    def benchmarks(self) -> dict[str, BenchmarkEntry]:
+        return dict(self.benchmark)
+
+    def validations(self) -> dict[str, BenchmarkEntry]:
+        return dict(self.validation or {})
+
+    def resolved(self, base: Path) -> RunConfig:
+        """The same config with relative paths taken from ``base``; every path must exist."""
+        def resolve(path: Path, key: str) -> Path:
+            full = path if path.is_absolute() else base / path
+            if not full.exists():
+                raise ConfigError(f"config key {key!r}: file not found: {full}")
+            return full.absolute()
+
+        def resolve_benchmarks(value: dict[str, BenchmarkEntry] | None, key: str) -> dict | None:
+            if value is None:
+                return None
+            return {name: entry.model_copy(update={"path": resolve(entry.path, key if name == SINGLE else
+                                                                   f"{key}.{name}")})
+                    for name, entry in value.items()}
+
+        models = [entry.model_copy(update={"path": resolve(entry.path, f"models.{i}.path")})
+                  for i, entry in enumerate(self.models)]
+        return self.model_copy(update={
+            "models": models,
+            "base": None if self.base is None else resolve(self.base, "base"),
+            "benchmark": resolve_benchmarks(self.benchmark, "benchmark"),
+            "validation": resolve_benchmarks(self.validation, "validation"),
+            "tokenizer": None if self.tokenizer is None else resolve(self.tokenizer, "tokenizer"),
+        })
+
+
+def _flat_args(annotation: Any) -> list:
+    args = getattr(annotation, "__args__", None)
+    if not args:
+        return [annotation]
+    return [inner for arg in args for inner in _flat_args(arg)]
+
+
+def _unknown_key(raw: dict, model: type[BaseModel], prefix: str = "") -> str | None:
+    """The first key of ``raw`` that ``model`` does not know, with the closest known key; nested models too."""
+    known = list(model.model_fields)
+    for key, value in raw.items():
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean {prefix + close[0]!r}?)" if close else f" (known: {', '.join(known)})"
+            return f"unknown key {prefix + str(key)!r}{hint}"
+        annotation = model.model_fields[key].annotation
+        nested = next((t for t in _flat_args(annotation) if isinstance(t, type) and issubclass(t, BaseModel)), None)
+        if nested is None or not isinstance(value, dict):
+            continue
+        if nested is BenchmarkEntry and "path" not in value:  # named benchmarks: one entry each
+            named = [(f"{prefix}{key}.{name}.", item) for name, item in value.items() if isinstance(item, dict)]
+        else:
+            named = [(f"{prefix}{key}.", value)]
+        for where, item in named:
+            found = _unknown_key(item, nested, where)
+            if found:
+                return found
+    return None
+
+
+def _one_line(error: ValidationError) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"] if str(part) != SINGLE)
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    inner, _, problem = message.partition(": ")
+    if key and (inner == key or inner.startswith(key + ".")):  # the message names a key inside this one
+        key, message = inner, problem
+    return f"config key {key or '(top level)'!r}: {message}{more}"
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read, validate and resolve a YAML run config."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file ({exc.reason})") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys, got {type(raw).__name__}")
+    unknown = _unknown_key(raw, RunConfig)
+    if unknown:
+        raise ConfigError(f"{path}: {unknown}")
+    try:
+        config = RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_one_line(exc)}") from exc
+    return config.resolved(path.parent)

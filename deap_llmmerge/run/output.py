@@ -1,0 +1,121 @@
+"""The run's output directory, written so that nothing is ever half-written or overwritten."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from deap import tools
+from torch import nn
+
+from ..errors import LLMMergeError
+
+__all__ = ["prepare_output_dir", "atomic_write_text", "atomic_write_bytes", "publish", "save_model", "logbook_csv",
+           "TOKENIZER_FILES", "RUN_FILES"]
+
+# What a run writes into its output directory; a forced start removes them first.
+RUN_FILES = ("best", "recipe.json", "logbook.csv", "checkpoint.json", "mergekit.yaml", "report")
+
+# A tokenizer's files: copied into a saved merge; a folder with none of them has no tokenizer.
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "spiece.model",
+    "vocab.json", "merges.txt", "vocab.txt", "added_tokens.json", "chat_template.jinja",
+)
+
+
+def prepare_output_dir(path: Path, force: bool = False) -> Path:
+    """Create ``path``; an existing non-empty directory is refused unless ``force``, which removes the
+    previous run's files (:data:`RUN_FILES`) and leaves any other file alone."""
+    if path.exists() and not path.is_dir():
+        raise LLMMergeError(f"output path {path} exists and is not a directory")
+    if path.exists() and any(path.iterdir()):
+        if not force:
+            raise LLMMergeError(f"output directory {path} exists and is not empty; use --resume to continue "
+                                "its run or --force to start a new one there")
+        for name in RUN_FILES:
+            old = path / name
+            if old.is_dir():
+                shutil.rmtree(old)
+            else:
+                old.unlink(missing_ok=True)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish(temporary: str | Path, path: Path) -> None:
+    """Give a finished temporary file or folder the usual permissions and rename it to ``path``.
+
+    (``mkstemp`` and ``mkdtemp`` create them private to their owner.)
+    """
+    os.chmod(temporary, (0o777 if Path(temporary).is_dir() else 0o666) & ~_umask())
+    os.replace(temporary, path)
+
+
+def atomic_write_bytes(path: Path, content: bytes) -> None:
+    """Write to a temporary file beside ``path``, then rename it over ``path``."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(content)
+        publish(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary file beside ``path``, then rename it over ``path``."""
+    atomic_write_bytes(path, text.encode())
+
+
+def save_model(model: nn.Module, folder: Path, tokenizer_from: Path | None = None, replace: bool = False) -> None:
+    """``save_pretrained`` into a temporary folder, copy the tokenizer files, then rename it to ``folder``.
+
+    An existing ``folder`` is refused, or with ``replace`` swapped out only once the new one is complete.
+    """
+    if folder.exists() and not replace:
+        raise LLMMergeError(f"{folder} already exists; refusing to overwrite it")
+    temporary = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        model.save_pretrained(temporary)
+        if tokenizer_from is not None and tokenizer_from.is_dir():
+            for name in TOKENIZER_FILES:
+                if (tokenizer_from / name).is_file():
+                    shutil.copy2(tokenizer_from / name, temporary / name)
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old")
+            os.rename(folder, old)
+            publish(temporary, folder)
+            shutil.rmtree(old)
+        else:
+            publish(temporary, folder)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+
+
+def logbook_csv(logbook: tools.Logbook, objectives: Sequence[str]) -> str:
+    """One row per generation: gen, evals, max/mean/min of every objective (over the candidates that scored;
+    failed ones are left out), the share of distinct merges, the mutation rate used next."""
+    stats = ("max", "mean", "min")
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["gen", "evals", *(f"{name}_{stat}" for name in objectives for stat in stats),
+                     "diversity", "mutation_rate"])
+    for i, record in enumerate(logbook):
+        chapters = [logbook.chapters[name][i] for name in objectives]
+        writer.writerow([record["gen"], record["evals"],
+                         *(repr(float(chapter[stat])) for chapter in chapters for stat in stats),
+                         repr(float(record["diversity"])), repr(float(record["mutation_rate"]))])
+    return out.getvalue()

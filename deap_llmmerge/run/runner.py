@@ -1,0 +1,318 @@
+"""A whole run from a validated config: search, then the output directory of DESIGN.md."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import __version__
+from ..errors import LLMMergeError
+from ..evolve.ga import LLMMergeGA
+from ..evolve.objectives import SINGLE
+from ..models.engine import MergeEngine
+from ..models.loading import sha256_of
+from ..models.mergekit_yaml import mergekit_config
+from ..models.plans import MergePlan
+from ..models.sources import SourcePool
+from ..scoring.benchmark_files import build_benchmark, load_tokenizer
+from ..scoring.benchmarks import BenchmarkData, load_benchmark
+from .checkpoint import (
+    CHECKPOINT_NAME,
+    CheckpointError,
+    check_resumable,
+    json_values,
+    load_checkpoint,
+    restore_ga,
+    save_checkpoint,
+)
+from .config import BenchmarkEntry, RunConfig
+from .output import atomic_write_text, logbook_csv, prepare_output_dir, save_model
+
+__all__ = ["RunResult", "run_config", "export_recipe", "load_benchmarks", "load_sources", "build_ga", "SaveError"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    ga: LLMMergeGA
+    best: list
+    fitness: tuple[float, ...]
+    validation: dict[str, dict[str, float]] | None
+    output: Path
+
+
+def load_benchmarks(entries: dict[str, BenchmarkEntry], tokenizer_from: Path,
+                    trust_remote_code: bool = False) -> dict[str, BenchmarkData]:
+    """Tensors for every benchmark entry: ``.pt`` files loaded safely, other kinds built with the tokenizer."""
+    tokenizer = None
+    loaded = {}
+    for name, entry in entries.items():
+        kind = entry.resolved_kind
+        if entry.path.suffix == ".pt":
+            loaded[name] = load_benchmark(entry.path, None if kind == "tensors" else kind)
+            continue
+        if tokenizer is None:
+            tokenizer = load_tokenizer(tokenizer_from, trust_remote_code)
+        loaded[name] = build_benchmark(kind, entry.path, tokenizer, window=entry.window,
+                                       normalization=entry.normalization, max_items=entry.max_items)
+    return loaded
+
+
+def _benchmark_argument(loaded: dict[str, BenchmarkData]) -> object:
+    return loaded[SINGLE] if list(loaded) == [SINGLE] else loaded
+
+
+def load_sources(config: RunConfig) -> SourcePool:
+    return SourcePool([{"path": entry.path, "name": entry.name} for entry in config.models],
+                      trust_remote_code=config.trust_remote_code, base=config.base)
+
+
+def build_ga(config: RunConfig, base_map: Callable = map, pool: SourcePool | None = None) -> LLMMergeGA:
+    """The LLMMergeGA a config describes (sources loaded, benchmarks built and checked)."""
+    settings = config.ga
+    tokenizer_from = config.tokenizer or config.models[0].path
+    benchmarks = load_benchmarks(config.benchmarks(), tokenizer_from, config.trust_remote_code)
+    return LLMMergeGA(
+        pool or load_sources(config),
+        _benchmark_argument(benchmarks),
+        population_size=settings.population_size,
+        max_generations=settings.max_generations,
+        crossover_rate=settings.crossover_rate,
+        mutation_rate=settings.mutation_rate,
+        elitism_rate=settings.elitism_rate,
+        device=config.device,
+        genome=config.genome,
+        seed=settings.seed,
+        batch_size=config.batch_size,
+        patience=settings.patience,
+        tournament_size=settings.tournament_size,
+        halloffame_size=settings.halloffame_size,
+        max_failed_share=settings.max_failed_share,
+        map=base_map,
+        trust_remote_code=config.trust_remote_code,
+        objectives=config.objectives,
+        selection=config.selection,
+        adaptive_mutation=None if settings.adaptive_mutation is None else settings.adaptive_mutation.model_dump(),
+        method=config.method,
+        search_methods=config.search_methods,
+        method_options=config.method_options,
+        negative_weights=config.negative_weights,
+        genome_granularity=config.genome_granularity,
+        depth=None if config.depth is None else (config.depth.min, config.depth.max),
+        score_memory_mb=config.score_memory_mb,
+    )
+
+
+class _WriteCheckpoint:
+    """GA callback: after every generation, the checkpoint and the logbook so far (each atomically)."""
+
+    def __init__(self, output: Path, settings: dict, input_hashes: dict[str, str | None]) -> None:
+        self.output, self.settings, self.input_hashes = output, settings, input_hashes
+
+    def __call__(self, ga: LLMMergeGA, generation: int) -> None:
+        save_checkpoint(self.output / CHECKPOINT_NAME, ga, self.settings, self.input_hashes)
+        atomic_write_text(self.output / "logbook.csv", logbook_csv(ga.logbook, ga.objectives))
+
+
+def _input_hashes(config: RunConfig) -> dict[str, str | None]:
+    hashes: dict[str, str | None] = {f"source model {i}": sha256_of(entry.path)
+                                     for i, entry in enumerate(config.models)}
+    if config.base is not None:
+        hashes["base model"] = sha256_of(config.base)
+    for label, entries in (("benchmark", config.benchmarks()), ("validation", config.validations())):
+        for name, entry in entries.items():
+            hashes[label if name == SINGLE else f"{label} {name!r}"] = sha256_of(entry.path)
+    return hashes
+
+
+def _settings(config: RunConfig) -> dict:
+    """The config minus file locations (and the permission to run the models' code, which changes no result):
+    what must not change between a run and its resume."""
+    content = json.loads(config.model_dump_json())
+    for key in ("models", "base", "benchmark", "validation", "tokenizer", "trust_remote_code"):
+        content.pop(key, None)
+    return content
+
+
+TIED_NOTE = "the final norm only: the output projection is the embedding matrix (tied), built by 'embed'"
+
+
+def _plan_dict(ga: LLMMergeGA, individual: list) -> dict:
+    """The recipe's form of a plan; with tied embeddings the head entry says what it covers."""
+    plan = ga.evaluator.decode(individual).to_dict()
+    model = ga.pool.reference_model
+    head = model.get_output_embeddings()
+    if "head" in plan and head is not None and head.weight is model.get_input_embeddings().weight:
+        plan["head"]["note"] = TIED_NOTE
+    return plan
+
+
+def _member(ga: LLMMergeGA, individual: list) -> dict:
+    return {"genome": list(individual), "plan": _plan_dict(ga, individual),
+            "fitness": json_values(individual.fitness.values)}
+
+
+def _recipe(config: RunConfig, ga: LLMMergeGA, best: list, held_out: dict | None) -> dict:
+    hashes = _input_hashes(config)
+    entries = ga.pool.entries
+    recipe = {
+        "genome": list(best),
+        "genome_family": config.genome,
+        "plan": _plan_dict(ga, best),
+        "sources": [{"path": str(entry.path.absolute()), "name": source.name, "sha256": hashes[f"source model {i}"]}
+                    for i, (entry, source) in enumerate(zip(config.models, entries))],
+        "base": None if config.base is None else {"path": str(config.base.absolute()), "sha256": hashes["base model"],
+                                                  "index": ga.pool.base_index},
+        "fitness": json_values(best.fitness.values),
+        "objectives": list(ga.objectives),
+        "halloffame": [{"genome": list(ind), "fitness": json_values(ind.fitness.values)} for ind in ga.halloffame],
+        "validation": held_out,
+        "seed": config.ga.seed,
+        "version": __version__,
+        "config": json.loads(config.model_dump_json()),
+        "run": {"processes": len(ga.cached_map.processes), "evaluations": ga.cached_map.evaluations,
+                "failed_evaluations": ga.failed_evaluations},
+    }
+    if config.selection == "nsga2":
+        recipe["front"] = [_member(ga, ind) for ind in ga.halloffame]
+    return recipe
+
+
+def _mergekit_yaml(config: RunConfig, ga: LLMMergeGA, plan: MergePlan) -> str:
+    pool = ga.pool
+    paths = [str(entry.path) for entry in config.models] + ([str(config.base)] if len(pool.entries) > pool.num_sources
+                                                            else [])
+    depths = [pool.num_layers] * len(paths)
+    dtype = str(next(pool.reference_model.parameters()).dtype).removeprefix("torch.")
+    return mergekit_config(plan, paths, depths, pool.num_sources, pool.base_index, config.method_options,
+                           "float32" if dtype == "float32" else dtype)
+
+
+def run_config(config: RunConfig, output: Path, base_map: Callable = map, *, resume: bool = False,
+               force: bool = False, progress: bool = False) -> RunResult:
+    """Run the search a config describes and write ``best/``, ``logbook.csv``, ``mergekit.yaml`` and
+    ``recipe.json`` (last: it marks a finished run).
+
+    A checkpoint is written after every generation. ``resume`` continues from it (refused when the
+    config or the inputs changed, unless ``force``); without ``resume``, an existing non-empty
+    ``output`` is refused unless ``force``.
+    """
+    pool = load_sources(config)
+    tokenizer_from = config.tokenizer or config.models[0].path
+    validation = load_benchmarks(config.validations(), tokenizer_from, config.trust_remote_code)
+    for name, data in validation.items():
+        label = "validation" if name == SINGLE else f"validation {name!r}"
+        data.check_against(pool.vocab_size, pool.max_positions, label)
+    ga = build_ga(config, base_map, pool)
+    ga.cached_map.progress = progress
+    settings, input_hashes = _settings(config), _input_hashes(config)
+    if resume:
+        if (output / "recipe.json").exists():
+            raise CheckpointError(f"the run in {output} has already finished (recipe.json exists)")
+        checkpoint = load_checkpoint(output / CHECKPOINT_NAME)
+        if not force:
+            check_resumable(checkpoint, settings, input_hashes)
+        restore_ga(ga, checkpoint["state"])
+        log.info("resuming %s after generation %d", output, ga.generation)
+    else:
+        prepare_output_dir(output, force=force)
+    ga.callback = _WriteCheckpoint(output, settings, input_hashes)
+    best = ga.run()
+    model = ga.merge_layers(best)
+    held_out = {name: ga.evaluator.measure(model, data.to(next(model.parameters()).device))
+                for name, data in validation.items()} or None
+    try:
+        save_model(model.cpu(), output / "best", tokenizer_from=config.tokenizer or config.models[0].path,
+                   replace=True)
+        atomic_write_text(output / "logbook.csv", logbook_csv(ga.logbook, ga.objectives))
+        atomic_write_text(output / "mergekit.yaml", _mergekit_yaml(config, ga, ga.evaluator.decode(best)))
+        atomic_write_text(output / "recipe.json", json.dumps(_recipe(config, ga, best, held_out), indent=2,
+                                                             allow_nan=False) + "\n")
+    except Exception as exc:  # ENOSPC, EACCES, EROFS, safetensors or tokenizer errors: the search is safe
+        raise SaveError(f"cannot save the finished run into {output}: {_cause(exc)}; the search is checkpointed: "
+                        f"fix that and run again with --resume to save it without searching again") from exc
+    log.info("best genome %s: %s", [round(g, 3) if isinstance(g, float) else g for g in best],
+             ", ".join(f"{name} {value:.4g}" for name, value in zip(ga.objectives, best.fitness.values)))
+    return RunResult(ga, best, tuple(best.fitness.values), held_out, output)
+
+
+class SaveError(LLMMergeError):
+    """The search finished but its results could not be written."""
+
+
+def _cause(exc: Exception) -> str:
+    """What went wrong, in a few words: the system's message for an OS error, wherever it was raised."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror + (f" ({exc.filename})" if exc.filename else "")
+    text = str(exc).strip()
+    found = re.search(r"os error (\d+)", text)
+    if found:  # safetensors and tokenizers wrap the OS error in their own
+        return os.strerror(int(found.group(1))) + f" ({type(exc).__name__})"
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def _resolve(path: str, recipe_path: Path) -> Path:
+    """A recipe's source path: absolute, or relative to the recipe's folder (then to the working directory)."""
+    candidate = Path(path)
+    if candidate.is_absolute():
+        return candidate
+    beside = recipe_path.parent / candidate
+    return beside if beside.exists() else candidate
+
+
+def export_recipe(recipe_path: Path, output: Path, check_hashes: bool = True, member: int | None = None,
+                  trust_remote_code: bool = False) -> Path:
+    """Rebuild the merged model a ``recipe.json`` (or a run folder holding one) describes, or member
+    ``member`` of its Pareto front, and save it to ``output``.
+
+    A recipe is data from whoever shared it: its ``trust_remote_code`` never runs the sources' custom code;
+    only the caller's ``trust_remote_code`` (``--trust-remote-code``) does."""
+    recipe_path = Path(recipe_path)
+    if recipe_path.is_dir():
+        recipe_path = recipe_path / "recipe.json"
+    try:
+        recipe = json.loads(recipe_path.read_text())
+        sources = [_resolve(source["path"], recipe_path) for source in recipe["sources"]]
+        base = recipe.get("base")
+        chosen = recipe["plan"]
+        if member is not None:
+            front = recipe.get("front")
+            if not front:
+                raise LLMMergeError(f"{recipe_path} has no Pareto front (the run did not use selection: nsga2)")
+            if not 0 <= member < len(front):
+                raise LLMMergeError(f"--member {member}: the front has members 0..{len(front) - 1}")
+            chosen = front[member]["plan"]
+        plan = MergePlan.from_dict(chosen)
+        wants_code = bool(recipe.get("config", {}).get("trust_remote_code", False))
+        method_options = recipe.get("config", {}).get("method_options") or {}
+    except FileNotFoundError as exc:
+        raise LLMMergeError(f"recipe not found: {recipe_path}") from exc
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise LLMMergeError(f"{recipe_path}: not a deap-llmmerge recipe ({type(exc).__name__}: {exc})") from exc
+    if wants_code and not trust_remote_code:
+        raise LLMMergeError(f"{recipe_path}: its source models need their own code (trust_remote_code in the "
+                            "recipe), which a recipe alone never runs; add --trust-remote-code if you trust the "
+                            "code in those model folders")
+    checked = list(zip(recipe["sources"], sources))
+    base_path = None
+    if base:
+        base_path = _resolve(base["path"], recipe_path)
+        checked.append((base, base_path))
+    for source, path in checked:
+        if not path.exists():
+            raise LLMMergeError(f"recipe source not found: {path}")
+        if check_hashes and sha256_of(path) != source.get("sha256"):
+            raise LLMMergeError(f"recipe source {path} has changed since the run (sha256 differs)")
+    if output.exists():
+        raise LLMMergeError(f"{output} already exists; refusing to overwrite it")
+    pool = SourcePool(sources, trust_remote_code=trust_remote_code, base=base_path)
+    model = MergeEngine(pool, pool.new_skeleton(), method_options).apply(plan)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    save_model(model, output, tokenizer_from=sources[0])
+    return output

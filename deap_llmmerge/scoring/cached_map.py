@@ -1,0 +1,132 @@
+"""``toolbox.map`` for scoring: the population is scored at once, each merge once per run.
+
+Calls with ``toolbox.evaluate`` receive every individual that needs a score. Genomes are keyed by their
+decoded plan, so two genomes that build the same merge are scored once. The genomes new to the cache are
+sorted by plan (neighbours share the longest prefixes) and cut into contiguous shares, one task each, for
+``base_map``: the builtin map, SCOOP's ``futures.map`` or a process pool's map.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from tqdm.auto import tqdm
+
+from ..distributed import chunk_count, uses_scoop
+from ..errors import InvalidGenomeError
+from .evaluator import Evaluator, score_chunk
+
+__all__ = ["CachedMap", "SamePlan", "Failure", "split"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Failure:
+    genome: list
+    error: str
+
+
+def split(items: list, chunks: int) -> list[list]:
+    """``items`` in ``chunks`` contiguous runs of near-equal length (none empty)."""
+    chunks = max(1, min(chunks, len(items)))
+    size, extra = divmod(len(items), chunks)
+    out, start = [], 0
+    for i in range(chunks):
+        stop = start + size + (1 if i < extra else 0)
+        out.append(items[start:stop])
+        start = stop
+    return out
+
+
+def _heartbeat_address(base_map: Callable):
+    """The SCOOP root's heartbeat listener when ``base_map`` maps over running SCOOP workers, else None."""
+    if not uses_scoop(base_map):
+        return None
+    import scoop
+
+    if not getattr(scoop, "IS_RUNNING", False) or not getattr(scoop, "IS_ORIGIN", False):
+        return None
+    from ..distributed.heartbeats import root_listener
+
+    return root_listener()
+
+
+class SamePlan:
+    """Hall-of-fame similarity: two individuals are the same when they decode to the same merge."""
+
+    def __init__(self, evaluator: Evaluator) -> None:
+        self.evaluator = evaluator
+
+    def key(self, genome: list) -> object:
+        try:
+            return self.evaluator.decode(genome)
+        except InvalidGenomeError:
+            return ("invalid", tuple(genome))
+
+    def __call__(self, a: list, b: list) -> bool:
+        return self.key(a) == self.key(b)
+
+
+class CachedMap:
+    """See the module docstring. ``last_failures`` lists the genomes whose scoring raised in the last call;
+    ``processes`` the process ids that scored; ``data_loads`` the benchmark transfers each received.
+    With ``progress``, a tqdm bar counts the candidates of each call (silent when stderr is no terminal,
+    unless ``progress == "always"``)."""
+
+    def __init__(self, evaluate: Evaluator, base_map: Callable = map) -> None:
+        self.evaluate = evaluate
+        self.base_map = base_map
+        self.same = SamePlan(evaluate)
+        self.cache: dict[object, tuple[float, ...]] = {}
+        self.genomes: dict[object, list] = {}
+        self.evaluations = 0
+        self.processes: set[int] = set()
+        self.data_loads: dict[int, int] = {}
+        self.last_failures: list[Failure] = []
+        self.progress = False
+
+    def remember(self, genome: list, values: tuple[float, ...]) -> None:
+        key = self.same.key(genome)
+        self.cache[key] = tuple(values)
+        self.genomes.setdefault(key, list(genome))
+
+    def __call__(self, func: Callable, individuals: Iterable) -> list:
+        if getattr(func, "func", func) is not self.evaluate:  # toolbox.register wraps it in a partial
+            return list(self.base_map(func, individuals))
+        individuals = list(individuals)
+        keys = [self.same.key(ind) for ind in individuals]
+        fresh: dict[object, list] = {}
+        for key, ind in zip(keys, individuals):
+            if key not in self.cache and key not in fresh:
+                fresh[key] = list(ind)
+        todo = sorted(fresh, key=lambda key: key.sort_key() if hasattr(key, "sort_key") else ())
+        shares = split(todo, chunk_count(self.base_map)) if todo else []
+        if shares and self.base_map is not map:
+            self.evaluate.publish(use_scoop=uses_scoop(self.base_map))
+        self.last_failures = []
+        beats = _heartbeat_address(self.base_map)
+        tasks = [(self.evaluate, [fresh[key] for key in share]) for share in shares]
+        if beats is not None:  # each SCOOP share says while it is scored, so a dead worker's share is re-sent
+            tasks = [(*task, (beats.address, beats.new_token())) for task in tasks]
+        results = self.base_map(score_chunk, tasks)
+        bar = tqdm(total=len(todo), desc="scoring", unit="candidate", leave=False,
+                   disable=False if self.progress == "always" else None) if self.progress and todo else None
+        for share, share_results in zip(shares, results):
+            for key, (values, error, pid, loads) in zip(share, share_results):
+                self.cache[key] = tuple(values)
+                self.genomes.setdefault(key, fresh[key])
+                self.processes.add(pid)
+                self.data_loads[pid] = loads
+                if error is not None:
+                    log.error("scoring genome %s failed in process %d: %s", fresh[key], pid, error)
+                    self.last_failures.append(Failure(fresh[key], error.splitlines()[0]))
+            if bar is not None:
+                bar.update(len(share))
+        if bar is not None:
+            bar.close()
+        self.evaluations += len(todo)
+        return [self.cache[key] for key in keys]
+
