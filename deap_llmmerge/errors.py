@@ -10,6 +10,8 @@ __all__ = [
     "EvaluationError",
     "RunInterrupted",
     "first_line",
+    "validation_message",
+    "settings_from",
 ]
 
 
@@ -55,3 +57,34 @@ class RunInterrupted(BaseException):
     def __init__(self, signum: int, message: str = "interrupted") -> None:
         super().__init__(message)
         self.signum = signum
+
+
+def validation_message(error, hidden: tuple[str, ...] = ()) -> tuple[str, str]:
+    """``(key, problem)`` of the first problem a pydantic ValidationError names, in words a user reads:
+    ``("ga.mutation_rate", "Input should be less than or equal to 1, got 1.5")``; a key part in ``hidden``
+    is left out; a message that names a key inside the key (``method_options.ties: ...``) names that key."""
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"] if str(part) not in hidden)
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif not first["type"].startswith("value_error") and not isinstance(first.get("input"), (dict, list)) \
+            and "input" in first:
+        message += f", got {first['input']!r}"
+    if error.error_count() > 1:
+        message += f" (and {error.error_count() - 1} more)"
+    inner, _, problem = message.partition(": ")
+    if key and (inner == key or inner.startswith(key + ".")):
+        key, message = inner, problem
+    return key, message
+
+
+def settings_from(settings_class: type, **values: object):
+    """``settings_class(**values)`` (a pydantic model), its first problem a one-line ConfigError."""
+    from pydantic import ValidationError
+
+    try:
+        return settings_class(**values)
+    except ValidationError as exc:
+        key, message = validation_message(exc)
+        raise ConfigError(f"{key}: {message}" if key else message) from None

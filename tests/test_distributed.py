@@ -25,7 +25,7 @@ def run_folder(tmp_path_factory, saved_llamas):
         "from deap_llmmerge.scoring import evaluator as evaluation\n"
         "def fail(self, genomes):\n"
         "    raise RuntimeError('simulated failure in a worker')\n"
-        "evaluation.Evaluator.score_genomes = fail\n")
+        "evaluation.Evaluator.score_plans = fail\n")
     config = {"models": [str(p) for p in saved_llamas], "benchmark": "bench.pt",
               "ga": {"population_size": 8, "max_generations": 3, "seed": 4}}
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
@@ -133,14 +133,14 @@ SLOW_SHARES = """
 import os, time
 import scoop
 from deap_llmmerge.scoring import evaluator as evaluation
-score_genomes = evaluation.Evaluator.score_genomes
-def noted_score_genomes(self, genomes):
+score_plans = evaluation.Evaluator.score_plans
+def noted_score_plans(self, genomes):
     with open(os.environ["DEAP_LLMMERGE_TEST_SHARES"], "a") as log:
         log.write(f"{os.getpid()} {len(genomes)}\\n")
     if not getattr(scoop, "IS_ORIGIN", True):
         time.sleep(float(os.environ["DEAP_LLMMERGE_TEST_SLOW"]) * len(genomes))
-    return score_genomes(self, genomes)
-evaluation.Evaluator.score_genomes = noted_score_genomes
+    return score_plans(self, genomes)
+evaluation.Evaluator.score_plans = noted_score_plans
 """
 
 

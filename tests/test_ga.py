@@ -48,7 +48,7 @@ def test_identical_genomes_are_scored_once():
 
     def counting_map(func, tasks):
         tasks = list(tasks)
-        calls.extend(tuple(genome) for _, genomes in tasks for genome in genomes)
+        calls.extend(plan for _, plans in tasks for plan in plans)  # tasks carry decoded plans
         return map(func, tasks)
 
     ga.cached_map.base_map = counting_map
@@ -83,10 +83,10 @@ def test_logbook_has_per_objective_statistics():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"population_size": 1}, "population_size must be >= 2, got 1"),
-        ({"crossover_rate": 1.5}, r"crossover_rate must lie in \[0, 1\], got 1.5"),
-        ({"mutation_rate": -0.1}, r"mutation_rate must lie in \[0, 1\]"),
-        ({"elitism_rate": 2}, r"elitism_rate must lie in \[0, 1\]"),
+        ({"population_size": 1}, "population_size: Input should be greater than or equal to 2, got 1"),
+        ({"crossover_rate": 1.5}, "crossover_rate: Input should be less than or equal to 1, got 1.5"),
+        ({"mutation_rate": -0.1}, "mutation_rate: Input should be greater than or equal to 0, got -0.1"),
+        ({"elitism_rate": 2}, "elitism_rate: Input should be less than or equal to 1, got 2"),
         ({"device": "cuda:7"}, "device 'cuda:7' requested but"),
         ({"device": "tpu"}, "device 'tpu'"),
         ({"genome": "dare"}, "unknown genome family 'dare'"),

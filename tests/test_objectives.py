@@ -9,8 +9,8 @@ from conftest import cli, tiny_benchmark, tiny_model
 from safetensors.torch import load_file
 
 from deap_llmmerge import BenchmarkData, ConfigError, LLMMergeGA
-from deap_llmmerge.evolve.objectives import parse_objectives
 from deap_llmmerge.scoring.metrics import benchmark_metrics
+from deap_llmmerge.scoring.objectives import parse_objectives
 
 
 def test_objectives_default_to_accuracy_and_loss_of_every_benchmark():

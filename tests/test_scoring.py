@@ -180,7 +180,7 @@ def test_a_worker_refuses_a_transfer_file_that_does_not_hold_the_runs_benchmark(
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     toolbox = make_toolbox([tiny_model("llama", 1), tiny_model("llama", 2)], tiny_benchmark(), "choice")
     evaluator = toolbox.evaluate.func
-    evaluator.publish()
+    evaluator.share()
     ref = next(iter(evaluator.data_refs.values()))
     assert Path(ref.path).parent.parent == tmp_path
     torch.save(tiny_benchmark(seed=5), ref.path)  # another benchmark at the file's name

@@ -12,13 +12,18 @@ import torch
 from deap import algorithms, tools
 from torch import nn
 
-from ..errors import ConfigError, EvaluationError
+from ..errors import ConfigError, EvaluationError, settings_from
+from ..genomes import GenomeSettings
 from ..models.compatibility import CompatibilityCheck, is_compatible
+from ..models.sources import SourcePool
 from ..scoring.benchmarks import BenchmarkData
 from ..scoring.cached_map import CachedMap
 from ..scoring.evaluator import Evaluator
 from ..scoring.metrics import Metric, calculate_accuracy, calculate_loss, score
-from .toolbox import as_benchmarks, make_toolbox
+from ..scoring.settings import ScoringSettings
+from .settings import EvolveSettings, GASettings
+from .statistics import objective_statistics
+from .toolbox import as_benchmarks, build_toolbox
 
 __all__ = ["LLMMergeGA", "seed_everything", "elite_count"]
 
@@ -41,37 +46,6 @@ def elite_count(elitism_rate: float, population_size: int) -> int:
     return min(population_size, max(1, math.floor(elitism_rate * population_size + 0.5)))
 
 
-def _finite(values: Sequence[float]) -> list[float]:
-    return [v for v in values if math.isfinite(v)] or [math.nan]
-
-
-def _max(values: Sequence[float]) -> float:
-    return max(_finite(values))
-
-
-def _min(values: Sequence[float]) -> float:
-    return min(_finite(values))
-
-
-def _mean(values: Sequence[float]) -> float:
-    return float(np.mean(_finite(values)))
-
-
-class _Objective:
-    """Statistics key: the ``index``-th fitness value of an individual (picklable, unlike a lambda)."""
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-
-    def __call__(self, individual: Sequence) -> float:
-        return individual.fitness.values[self.index]
-
-
-def _check_rate(name: str, value: float) -> None:
-    if not 0.0 <= value <= 1.0:
-        raise ConfigError(f"{name} must lie in [0, 1], got {value}")
-
-
 class LLMMergeGA:
     """Evolve merges of ``llms`` scored on ``benchmark_data``.
 
@@ -85,12 +59,14 @@ class LLMMergeGA:
     worse than the best source on the fitness data.
 
     ``adaptive_mutation={"threshold": 0.5, "factor": 2.0}`` multiplies the mutation rate by ``factor``
-    while fewer than ``threshold`` of the population's merges are distinct.
+    while fewer than ``threshold`` of the population's merges are distinct. Other keywords are the genome
+    family's settings (``method``, ``genome_granularity``, ``depth``, ...). This keyword form builds the
+    settings groups a config holds (each validated once); :meth:`from_settings` takes them as they are.
     """
 
     def __init__(
         self,
-        llms: Sequence[object],
+        llms: Sequence[object] | SourcePool,
         benchmark_data: object,
         population_size: int = 100,
         max_generations: int = 50,
@@ -116,61 +92,73 @@ class LLMMergeGA:
         objectives: Sequence[str] | None = None,
         selection: str = "tournament",
         adaptive_mutation: Mapping[str, float] | None = None,
+        score_memory_mb: int | None = None,
+        base_model: object | None = None,
         **genome_settings: object,
     ) -> None:
-        if population_size < 2:
-            raise ConfigError(f"population_size must be >= 2, got {population_size}")
-        if max_generations < 0:
-            raise ConfigError(f"max_generations must be >= 0, got {max_generations}")
-        for name, rate in (("crossover_rate", crossover_rate), ("mutation_rate", mutation_rate),
-                           ("elitism_rate", elitism_rate)):
-            _check_rate(name, rate)
-        _check_rate("max_failed_share", max_failed_share)
-        if patience is not None and patience < 1:
-            raise ConfigError(f"patience must be >= 1, got {patience}")
-        self.population_size = population_size
-        self.max_generations = max_generations
-        self.crossover_rate = crossover_rate
-        self.mutation_rate = mutation_rate
-        self.current_mutation_rate = mutation_rate
-        self.elitism_rate = elitism_rate
-        self.device = device
-        self.seed = seed
-        self.patience = patience
-        self.max_failed_share = max_failed_share
-        self.selection = selection
-        self.adaptive_mutation = dict(adaptive_mutation) if adaptive_mutation else None
-        self.failed_evaluations = 0
-        self.callback = callback
+        ga = settings_from(GASettings, population_size=population_size, max_generations=max_generations,
+                           crossover_rate=crossover_rate, mutation_rate=mutation_rate, elitism_rate=elitism_rate,
+                           seed=seed, patience=patience, tournament_size=tournament_size,
+                           halloffame_size=halloffame_size, max_failed_share=max_failed_share,
+                           adaptive_mutation=adaptive_mutation)
+        evolve = settings_from(EvolveSettings, selection=selection, ga=ga)
+        genomes = settings_from(GenomeSettings, genome=genome, **genome_settings)
+        scoring = settings_from(ScoringSettings, objectives=None if objectives is None else list(objectives),
+                                device=device, batch_size=batch_size, score_memory_mb=score_memory_mb)
         custom = calculate_accuracy is not globals()["calculate_accuracy"] or \
             calculate_loss is not globals()["calculate_loss"]
-        self.custom_metrics = (calculate_accuracy, calculate_loss) if custom else None
         if custom and isinstance(benchmark_data, Mapping) and "input_ids" not in benchmark_data:
             raise ConfigError("calculate_accuracy / calculate_loss apply to one benchmark of tensors")
-        self.toolbox = make_toolbox(
-            llms, benchmark_data, genome, device=device, batch_size=batch_size, objectives=objectives,
-            metrics={"accuracy": calculate_accuracy, "loss": calculate_loss} if custom else None,
-            weights=weights, compatible=is_compatible, mutation_rate=mutation_rate,
-            tournament_size=tournament_size, selection=selection, base_map=map,
-            trust_remote_code=trust_remote_code, seed=seed or 0, **genome_settings,
-        )
+        pool = llms if isinstance(llms, SourcePool) else \
+            SourcePool(llms, is_compatible, trust_remote_code=trust_remote_code, base=base_model)
+        self._setup(pool, benchmark_data, evolve, genomes, scoring, map, callback, weights,
+                    (calculate_accuracy, calculate_loss) if custom else None)
+
+    @classmethod
+    def from_settings(cls, pool: SourcePool, benchmark_data: object, evolve: EvolveSettings, genome: GenomeSettings,
+                      scoring: ScoringSettings, *, map: Callable = map, callback: GenerationCallback | None = None,
+                      weights: Sequence[float] | None = None) -> LLMMergeGA:
+        """The GA a config's settings groups describe (a :class:`~deap_llmmerge.run.config.RunConfig` is all
+        three), over a loaded source pool."""
+        ga = cls.__new__(cls)
+        ga._setup(pool, benchmark_data, evolve, genome, scoring, map, callback, weights, None)
+        return ga
+
+    def _setup(self, pool: SourcePool, benchmark_data: object, evolve: EvolveSettings, genome: GenomeSettings,
+               scoring: ScoringSettings, base_map: Callable, callback: GenerationCallback | None,
+               weights: Sequence[float] | None, custom_metrics: tuple[Metric, Metric] | None) -> None:
+        settings = evolve.ga
+        self.settings = settings
+        self.population_size = settings.population_size
+        self.max_generations = settings.max_generations
+        self.crossover_rate = settings.crossover_rate
+        self.mutation_rate = self.current_mutation_rate = settings.mutation_rate
+        self.elitism_rate = settings.elitism_rate
+        self.seed = settings.seed
+        self.patience = settings.patience
+        self.max_failed_share = settings.max_failed_share
+        self.adaptive_mutation = None if settings.adaptive_mutation is None else settings.adaptive_mutation.model_dump()
+        self.selection = evolve.selection
+        self.device = scoring.device
+        self.failed_evaluations = 0
+        self.callback = callback
+        self.custom_metrics = custom_metrics
+        metrics = None if custom_metrics is None else dict(zip(("accuracy", "loss"), custom_metrics))
+        self.toolbox = build_toolbox(pool, as_benchmarks(benchmark_data), evolve, genome, scoring, base_map=base_map,
+                                     metrics=metrics, weights=weights)
         self.evaluator: Evaluator = self.toolbox.evaluate.func
         self.cached_map: CachedMap = self.toolbox.map.func
-        self.pool = self.evaluator.state.pool
+        self.pool = pool
         self.objectives = tuple(o.label for o in self.evaluator.objectives)
-        if selection == "nsga2":
+        if self.selection == "nsga2":
             self.halloffame = tools.ParetoFront(similar=self.cached_map.same)
         else:
-            self.halloffame = tools.HallOfFame(halloffame_size, similar=self.cached_map.same)
+            self.halloffame = tools.HallOfFame(settings.halloffame_size, similar=self.cached_map.same)
         self.logbook = tools.Logbook()
         self.population: list = []
         self.generation = -1
         self.improved_at = 0
-        self.stats = tools.MultiStatistics(
-            **{name: tools.Statistics(_Objective(i)) for i, name in enumerate(self.objectives)}
-        )
-        for function in (_max, _mean, _min):
-            self.stats.register(function.__name__.strip("_"), function)
+        self.stats = objective_statistics(self.objectives)
         self.logbook.header = ["gen", "evals", *self.objectives, "diversity", "mutation_rate"]
         for name in self.objectives:
             self.logbook.chapters[name].header = ["max", "mean", "min"]
@@ -286,7 +274,8 @@ class LLMMergeGA:
         return self.best
 
     def merge_layers(self, individual: Sequence) -> nn.Module:
-        """The merged model of ``individual``, independent of later evaluations."""
+        """The whole merged model of ``individual`` (every part, not only its layers: the original design's
+        name), a copy that later evaluations do not change; ready to use or ``save_pretrained``."""
         return self.evaluator.independent_model(individual)
 
     def evaluate(self, model: nn.Module, data: object | None = None) -> tuple[float, ...]:

@@ -1,7 +1,8 @@
 """The DEAP toolbox: individuals, population, evaluate, map, mate, mutate, select.
 
-The toolbox is the product; :class:`~deap_llmmerge.ga.LLMMergeGA` is a convenience around it. Every
+The toolbox is the product; :class:`~deap_llmmerge.evolve.ga.LLMMergeGA` is a convenience around it. Every
 registered function is module-level and picklable, so the toolbox works with ``deap.algorithms``.
+:func:`build_toolbox` takes the settings groups a config holds; :func:`make_toolbox` is the keyword form.
 """
 
 from __future__ import annotations
@@ -10,23 +11,23 @@ from collections.abc import Callable, Mapping, Sequence
 
 from deap import base, creator, tools
 
-from ..errors import ConfigError
-from ..genomes import GenomeFamily, GenomeSpace, get_family
-from ..genomes.methods import default_search_methods
-from ..methods import check_method_options
+from ..errors import ConfigError, settings_from
+from ..genomes import GenomeFamily, GenomeSettings, GenomeSpace, get_family
 from ..models.compatibility import CompatibilityCheck, is_compatible
 from ..models.sources import SourcePool
 from ..scoring.benchmarks import BenchmarkData
 from ..scoring.cached_map import CachedMap
 from ..scoring.evaluator import Evaluator
 from ..scoring.metrics import KIND_METRIC_NAMES, Metric
-from .objectives import SINGLE, Objective, parse_objectives
+from ..scoring.objectives import SINGLE, Objective, parse_objectives
+from ..scoring.settings import ScoringSettings
 from .selection import selParetoTournament
+from .settings import EvolveSettings
 
-__all__ = ["make_toolbox", "individual_class", "initPopulation", "as_benchmarks", "DEFAULT_WEIGHTS"]
+__all__ = ["build_toolbox", "make_toolbox", "individual_class", "initPopulation", "as_benchmarks",
+           "DEFAULT_WEIGHTS"]
 
 DEFAULT_WEIGHTS = (1.0, -1.0)
-SELECTIONS = ("tournament", "nsga2")
 
 
 def individual_class(weights: Sequence[float] = DEFAULT_WEIGHTS) -> type:
@@ -61,70 +62,41 @@ def as_benchmarks(data: object) -> dict[str, BenchmarkData]:
     return {SINGLE: BenchmarkData.coerce(data)}
 
 
-def make_toolbox(
-    sources: Sequence[object] | SourcePool,
-    benchmark_data: object,
-    genome: str = "choice",
+def build_toolbox(
+    pool: SourcePool,
+    benchmarks: dict[str, BenchmarkData],
+    evolve: EvolveSettings,
+    genome: GenomeSettings,
+    scoring: ScoringSettings,
     *,
-    device: str = "cpu",
-    batch_size: int = 32,
-    objectives: Sequence[str] | None = None,
+    base_map: Callable = map,
     metrics: Mapping[str, Metric] | None = None,
     weights: Sequence[float] | None = None,
-    compatible: CompatibilityCheck = is_compatible,
-    base_model: object | None = None,
-    method: str | None = None,
-    search_methods: Sequence[str] | None = None,
-    method_options: Mapping[str, Mapping[str, object]] | None = None,
-    negative_weights: bool = False,
-    genome_granularity: str = "layer",
-    depth: tuple[int, int] | None = None,
-    seed: int = 0,
-    mutation_rate: float = 0.1,
-    crossover_swap_rate: float = 0.5,
-    tournament_size: int = 3,
-    selection: str = "tournament",
-    base_map: Callable = map,
-    score_memory_mb: int | None = None,
     savings: bool = True,
-    trust_remote_code: bool = False,
+    crossover_swap_rate: float = 0.5,
 ) -> base.Toolbox:
-    """Build the toolbox for merging ``sources`` scored on ``benchmark_data`` (one benchmark, or a dict of
-    named ones with ``objectives`` such as ``["qa.accuracy", "play.loss"]``).
+    """Build the toolbox for merging the sources of ``pool`` scored on named ``benchmarks``.
 
     Registers ``individual``, ``pure`` (source k's genome), ``population`` (pure sources first),
     ``evaluate`` (an Evaluator), ``map`` (a CachedMap over ``base_map``), ``mate``, ``mutate`` (the
-    family's, per-gene probability ``mutation_rate``) and ``select`` (tournament, or NSGA-II's survivor
-    selection with ``selection="nsga2"``, whose parent selection is ``select_parents``).
+    family's, per-gene probability ``evolve.ga.mutation_rate``) and ``select`` (tournament, or NSGA-II's
+    survivor selection, whose parent selection is ``select_parents``). ``metrics`` replaces the kind's
+    accuracy and loss with ``fn(logits, labels) -> (total, count)`` callables.
     """
-    family = get_family(genome)
-    check_method_options(method_options or {})
-    if selection not in SELECTIONS:
-        raise ConfigError(f"unknown selection {selection!r}; known: {', '.join(SELECTIONS)}")
-    pool = sources if isinstance(sources, SourcePool) else \
-        SourcePool(sources, compatible, trust_remote_code=trust_remote_code, base=base_model)
-    benchmarks = as_benchmarks(benchmark_data)
+    family = get_family(genome.genome)
     for name, data in benchmarks.items():
-        label = "benchmark" if name == SINGLE else f"benchmark {name!r}"
-        data.check_against(pool.vocab_size, pool.max_positions, label)
+        data.check_against(pool.vocab_size, pool.max_positions, "benchmark" if name == SINGLE else
+                           f"benchmark {name!r}")
     measured = {name: tuple(metrics) if metrics else KIND_METRIC_NAMES[data.kind] for name, data in benchmarks.items()}
-    goals: tuple[Objective, ...] = parse_objectives(objectives, list(benchmarks), measured)
+    goals: tuple[Objective, ...] = parse_objectives(scoring.objectives, list(benchmarks), measured)
     fitness_weights = tuple(weights) if weights is not None else tuple(o.weight for o in goals)
     if len(fitness_weights) != len(goals):
         raise ConfigError(f"{len(goals)} objectives but {len(fitness_weights)} fitness weights")
-    if method == "search" and not search_methods:
-        search_methods = default_search_methods(pool.num_sources, pool.base_index)
-    space = GenomeSpace(
-        tuple(pool.part_names), pool.num_sources, pool.base_index, genome_granularity, method,
-        tuple(search_methods or ()), negative_weights,
-        tuple((name, tuple(sorted(values.items()))) for name, values in (method_options or {}).items()),
-        seed, None if depth is None else tuple(depth),
-    )
+    space = genome.space(pool, evolve.ga.seed or 0)
     family.check(space)
     container = individual_class(fitness_weights)
-    evaluator = Evaluator(pool, benchmarks, family, space, goals, device, batch_size,
-                          dict(metrics) if metrics else None, score_memory_mb, savings,
-                          {name: dict(values) for name, values in (method_options or {}).items()})
+    evaluator = Evaluator(pool, benchmarks, family, space, goals, scoring, dict(metrics) if metrics else None,
+                          savings)
     evaluator.weights = fitness_weights
 
     toolbox = base.Toolbox()
@@ -133,10 +105,48 @@ def make_toolbox(
     toolbox.register("population", initPopulation, container, family, space)
     toolbox.register("evaluate", evaluator)
     toolbox.register("map", CachedMap(evaluator, base_map))
-    family.register_operators(toolbox, space, mutation_rate, crossover_swap_rate)
-    if selection == "nsga2":
+    family.register_operators(toolbox, space, evolve.ga.mutation_rate, crossover_swap_rate)
+    if evolve.selection == "nsga2":
         toolbox.register("select", tools.selNSGA2)
         toolbox.register("select_parents", selParetoTournament)
     else:
-        toolbox.register("select", tools.selTournament, tournsize=tournament_size)
+        toolbox.register("select", tools.selTournament, tournsize=evolve.ga.tournament_size)
     return toolbox
+
+
+def make_toolbox(
+    sources: Sequence[object] | SourcePool,
+    benchmark_data: object,
+    genome: str = "choice",
+    *,
+    device: str = "cpu",
+    batch_size: int = 32,
+    objectives: Sequence[str] | None = None,
+    score_memory_mb: int | None = None,
+    selection: str = "tournament",
+    seed: int = 0,
+    mutation_rate: float = 0.1,
+    tournament_size: int = 3,
+    base_model: object | None = None,
+    compatible: CompatibilityCheck = is_compatible,
+    trust_remote_code: bool = False,
+    **settings: object,
+) -> base.Toolbox:
+    """:func:`build_toolbox` from keywords: ``sources`` (models, paths, or a SourcePool) merged by the genome
+    family ``genome`` with its settings (``method``, ``genome_granularity``, ``depth``, ...: see
+    :class:`~deap_llmmerge.genomes.GenomeSettings`), scored on ``benchmark_data`` (one benchmark, or a dict of
+    named ones with ``objectives`` such as ``["qa.accuracy", "play.loss"]``). ``base_map``, ``metrics``,
+    ``weights``, ``savings`` and ``crossover_swap_rate`` go to :func:`build_toolbox`. Settings are checked
+    before any model is loaded."""
+    options = {key: settings.pop(key) for key in _TOOLBOX_OPTIONS if key in settings}
+    evolve = settings_from(EvolveSettings, selection=selection, ga={"seed": seed, "mutation_rate": mutation_rate,
+                                                                    "tournament_size": tournament_size})
+    genomes = settings_from(GenomeSettings, genome=genome, **settings)
+    scoring = settings_from(ScoringSettings, objectives=None if objectives is None else list(objectives),
+                            device=device, batch_size=batch_size, score_memory_mb=score_memory_mb)
+    pool = sources if isinstance(sources, SourcePool) else \
+        SourcePool(sources, compatible, trust_remote_code=trust_remote_code, base=base_model)
+    return build_toolbox(pool, as_benchmarks(benchmark_data), evolve, genomes, scoring, **options)
+
+
+_TOOLBOX_OPTIONS = ("base_map", "metrics", "weights", "savings", "crossover_swap_rate")

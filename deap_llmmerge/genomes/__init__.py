@@ -17,24 +17,9 @@ base model, how parts share genes (``granularity``), and the family's own settin
 
 from __future__ import annotations
 
-from ..errors import ConfigError
-from . import blend, choice, methods, stack
 from .family import GenomeFamily
+from .registry import GENOMES, get_family, register_genome_family
+from .settings import GenomeSettings
 from .space import GenomeSpace
 
-__all__ = ["GenomeFamily", "GenomeSpace", "GENOMES", "get_family", "register_genome_family"]
-
-GENOMES: dict[str, GenomeFamily] = {family.name: family for family in (choice.FAMILY, blend.FAMILY, methods.FAMILY,
-                                                                        stack.FAMILY)}
-
-
-def register_genome_family(family: GenomeFamily) -> GenomeFamily:
-    """Add your own family to the registry (the contract tests then cover it)."""
-    GENOMES[family.name] = family
-    return family
-
-
-def get_family(name: str) -> GenomeFamily:
-    if name not in GENOMES:
-        raise ConfigError(f"unknown genome family {name!r}; known: {', '.join(GENOMES)}")
-    return GENOMES[name]
+__all__ = ["GenomeFamily", "GenomeSpace", "GenomeSettings", "GENOMES", "get_family", "register_genome_family"]

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from .. import __version__
 from ..distributed.scoop import LOCK_ENV, PROGRESS_ENV, ROOT_PID_ENV, STATUS_ENV
 from ..errors import ConfigError, LLMMergeError, RunInterrupted, first_line
-from ..evolve.objectives import SINGLE
+from ..scoring.objectives import SINGLE
 from .config import load_config
 
 __all__ = ["main", "RunInterrupted"]

@@ -9,13 +9,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..devices import resolve_device
-from ..errors import ConfigError
-from ..evolve.objectives import SINGLE
-from ..genomes import GENOMES
-from ..genomes.space import parse_granularity
-from ..methods import check_method_options
+from ..errors import ConfigError, validation_message
+from ..evolve.settings import EvolveSettings, GASettings
+from ..genomes.settings import GenomeSettings
 from ..scoring.benchmarks import KINDS
+from ..scoring.objectives import SINGLE
+from ..scoring.settings import ScoringSettings
 
 __all__ = ["ModelEntry", "BenchmarkEntry", "GASettings", "RunConfig", "load_config"]
 
@@ -51,55 +50,16 @@ class BenchmarkEntry(_Strict):
         return self.kind or _SUFFIX_KINDS[self.path.suffix]
 
 
-class AdaptiveMutation(_Strict):
-    threshold: float = Field(0.5, gt=0.0, le=1.0)
-    factor: float = Field(2.0, ge=1.0)
+class RunConfig(GenomeSettings, ScoringSettings, EvolveSettings):
+    """A whole run: the sources, the benchmarks, and the settings groups it is made of (genomes, scoring,
+    selection and ``ga``), whose keys sit at the top level of the YAML; it is passed whole where those
+    groups are wanted."""
 
-
-class GASettings(_Strict):
-    population_size: int = Field(24, ge=2)
-    max_generations: int = Field(10, ge=0)
-    crossover_rate: float = Field(0.8, ge=0.0, le=1.0)
-    mutation_rate: float = Field(0.1, ge=0.0, le=1.0)
-    elitism_rate: float = Field(0.1, ge=0.0, le=1.0)
-    seed: int = 0
-    patience: int | None = Field(None, ge=1)
-    tournament_size: int = Field(3, ge=1)
-    halloffame_size: int = Field(5, ge=1)
-    max_failed_share: float = Field(0.5, ge=0.0, le=1.0)
-    adaptive_mutation: AdaptiveMutation | None = None
-
-
-class DepthBounds(_Strict):
-    min: int = Field(ge=1)
-    max: int = Field(ge=1)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> DepthBounds:
-        if self.min > self.max:
-            raise ValueError(f"min {self.min} is above max {self.max}")
-        return self
-
-
-class RunConfig(_Strict):
     models: list[ModelEntry] = Field(min_length=2)
     base: Path | None = None
     benchmark: dict[str, BenchmarkEntry]
     validation: dict[str, BenchmarkEntry] | None = None
     tokenizer: Path | None = None
-    genome: str = "choice"
-    method: str | None = None
-    search_methods: list[str] | None = None
-    method_options: dict[str, dict[str, Any]] = {}
-    negative_weights: bool = False
-    genome_granularity: str = "layer"
-    depth: DepthBounds | None = None
-    objectives: list[str] | None = None
-    selection: Literal["tournament", "nsga2"] = "tournament"
-    ga: GASettings = GASettings()
-    device: str = "cpu"
-    batch_size: int = Field(32, ge=1)
-    score_memory_mb: int | None = Field(None, ge=0)
     trust_remote_code: bool = False
 
     @field_validator("models", mode="before")
@@ -120,41 +80,6 @@ class RunConfig(_Strict):
         if isinstance(value, dict):
             return {name: {"path": item} if isinstance(item, (str, Path)) else item for name, item in value.items()}
         return value
-
-    @field_validator("method_options")
-    @classmethod
-    def _known_options(cls, value: dict) -> dict:
-        check_method_options(value)
-        return value
-
-    @field_validator("genome")
-    @classmethod
-    def _known_genome(cls, value: str) -> str:
-        if value not in GENOMES:
-            raise ValueError(f"unknown genome family {value!r}; known: {', '.join(GENOMES)}")
-        return value
-
-    @field_validator("genome_granularity")
-    @classmethod
-    def _granularity(cls, value: str) -> str:
-        parse_granularity(value)
-        return value
-
-    @field_validator("device")
-    @classmethod
-    def _usable_device(cls, value: str) -> str:
-        resolve_device(value)
-        return value
-
-    @model_validator(mode="after")
-    def _fits_genome(self) -> RunConfig:
-        if self.genome == "methods" and self.method is None:
-            raise ValueError("genome 'methods' needs a method (ties, dare_ties, ..., or search)")
-        if self.genome != "methods" and (self.method is not None or self.search_methods is not None):
-            raise ValueError(f"method applies to genome: methods, not {self.genome}")
-        if self.depth is not None and self.genome != "stack":
-            raise ValueError(f"depth applies to genome: stack, not {self.genome}")
-        return self
 
     def benchmarks(self) -> dict[str, BenchmarkEntry]:
         return dict(self.benchmark)
@@ -219,16 +144,8 @@ def _unknown_key(raw: dict, model: type[BaseModel], prefix: str = "") -> str | N
 
 
 def _one_line(error: ValidationError) -> str:
-    first = error.errors()[0]
-    key = ".".join(str(part) for part in first["loc"] if str(part) != SINGLE)
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        message = "unknown key"
-    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
-    inner, _, problem = message.partition(": ")
-    if key and (inner == key or inner.startswith(key + ".")):  # the message names a key inside this one
-        key, message = inner, problem
-    return f"config key {key or '(top level)'!r}: {message}{more}"
+    key, message = validation_message(error, hidden=(SINGLE,))
+    return f"config key {key or '(top level)'!r}: {message}"
 
 
 def load_config(path: str | Path) -> RunConfig:

@@ -13,7 +13,6 @@ from pathlib import Path
 from .. import __version__
 from ..errors import LLMMergeError
 from ..evolve.ga import LLMMergeGA
-from ..evolve.objectives import SINGLE
 from ..models.engine import MergeEngine
 from ..models.loading import sha256_of
 from ..models.mergekit_yaml import mergekit_config
@@ -21,6 +20,7 @@ from ..models.plans import MergePlan
 from ..models.sources import SourcePool
 from ..scoring.benchmark_files import build_benchmark, load_tokenizer
 from ..scoring.benchmarks import BenchmarkData, load_benchmark
+from ..scoring.objectives import SINGLE
 from .checkpoint import (
     CHECKPOINT_NAME,
     CheckpointError,
@@ -74,39 +74,12 @@ def load_sources(config: RunConfig) -> SourcePool:
 
 
 def build_ga(config: RunConfig, base_map: Callable = map, pool: SourcePool | None = None) -> LLMMergeGA:
-    """The LLMMergeGA a config describes (sources loaded, benchmarks built and checked)."""
-    settings = config.ga
+    """The LLMMergeGA a config describes (sources loaded, benchmarks built and checked): the config is its
+    genome, scoring and evolution settings at once."""
     tokenizer_from = config.tokenizer or config.models[0].path
     benchmarks = load_benchmarks(config.benchmarks(), tokenizer_from, config.trust_remote_code)
-    return LLMMergeGA(
-        pool or load_sources(config),
-        _benchmark_argument(benchmarks),
-        population_size=settings.population_size,
-        max_generations=settings.max_generations,
-        crossover_rate=settings.crossover_rate,
-        mutation_rate=settings.mutation_rate,
-        elitism_rate=settings.elitism_rate,
-        device=config.device,
-        genome=config.genome,
-        seed=settings.seed,
-        batch_size=config.batch_size,
-        patience=settings.patience,
-        tournament_size=settings.tournament_size,
-        halloffame_size=settings.halloffame_size,
-        max_failed_share=settings.max_failed_share,
-        map=base_map,
-        trust_remote_code=config.trust_remote_code,
-        objectives=config.objectives,
-        selection=config.selection,
-        adaptive_mutation=None if settings.adaptive_mutation is None else settings.adaptive_mutation.model_dump(),
-        method=config.method,
-        search_methods=config.search_methods,
-        method_options=config.method_options,
-        negative_weights=config.negative_weights,
-        genome_granularity=config.genome_granularity,
-        depth=None if config.depth is None else (config.depth.min, config.depth.max),
-        score_memory_mb=config.score_memory_mb,
-    )
+    return LLMMergeGA.from_settings(pool or load_sources(config), _benchmark_argument(benchmarks), config, config,
+                                    config, map=base_map)
 
 
 class _WriteCheckpoint:

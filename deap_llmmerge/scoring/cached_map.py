@@ -1,9 +1,10 @@
 """``toolbox.map`` for scoring: the population is scored at once, each merge once per run.
 
 Calls with ``toolbox.evaluate`` receive every individual that needs a score. Genomes are keyed by their
-decoded plan, so two genomes that build the same merge are scored once. The genomes new to the cache are
-sorted by plan (neighbours share the longest prefixes) and cut into contiguous shares, one task each, for
-``base_map``: the builtin map, SCOOP's ``futures.map`` or a process pool's map.
+decoded plan, so two genomes that build the same merge are scored once. The plans new to the cache are
+sorted (neighbours share the longest prefixes) and cut into contiguous shares, one task each, for
+``base_map``: the builtin map, SCOOP's ``futures.map`` or a process pool's map. A genome that decodes to
+no merge gets the worst fitness here, with a warning, and travels nowhere.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from tqdm.auto import tqdm
 
 from ..distributed import chunk_count, uses_scoop
 from ..errors import InvalidGenomeError
-from .evaluator import Evaluator, score_chunk
+from .evaluator import Evaluator, score_chunk, worst_fitness
 
 __all__ = ["CachedMap", "SamePlan", "Failure", "split"]
 
@@ -41,7 +42,7 @@ def split(items: list, chunks: int) -> list[list]:
     return out
 
 
-def _heartbeat_address(base_map: Callable):
+def _heartbeat_listener(base_map: Callable):
     """The SCOOP root's heartbeat listener when ``base_map`` maps over running SCOOP workers, else None."""
     if not uses_scoop(base_map):
         return None
@@ -102,13 +103,18 @@ class CachedMap:
         for key, ind in zip(keys, individuals):
             if key not in self.cache and key not in fresh:
                 fresh[key] = list(ind)
-        todo = sorted(fresh, key=lambda key: key.sort_key() if hasattr(key, "sort_key") else ())
+        for key in [key for key in fresh if isinstance(key, tuple)]:  # ("invalid", genes): no merge to score
+            log.warning("invalid genome %s scored as worst", fresh[key])
+            self.cache[key] = worst_fitness(self.evaluate.weights)
+            self.genomes.setdefault(key, fresh.pop(key))
+            self.evaluations += 1
+        todo = sorted(fresh, key=lambda plan: plan.sort_key())
         shares = split(todo, chunk_count(self.base_map)) if todo else []
         if shares and self.base_map is not map:
-            self.evaluate.publish(use_scoop=uses_scoop(self.base_map))
+            self.evaluate.share(use_scoop=uses_scoop(self.base_map))
         self.last_failures = []
-        beats = _heartbeat_address(self.base_map)
-        tasks = [(self.evaluate, [fresh[key] for key in share]) for share in shares]
+        tasks = [(self.evaluate, share) for share in shares]
+        beats = _heartbeat_listener(self.base_map)
         if beats is not None:  # each SCOOP share says while it is scored, so a dead worker's share is re-sent
             tasks = [(*task, (beats.address, beats.new_token())) for task in tasks]
         results = self.base_map(score_chunk, tasks)
@@ -129,4 +135,3 @@ class CachedMap:
             bar.close()
         self.evaluations += len(todo)
         return [self.cache[key] for key in keys]
-

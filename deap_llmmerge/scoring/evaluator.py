@@ -1,10 +1,11 @@
-"""Scoring genomes: the picklable fitness function, its per-process state, and the population-level map.
+"""Scoring merge plans: the picklable fitness function and its per-process state.
 
 An :class:`Evaluator` pickles to a few kilobytes: the sources travel as paths, the benchmark as a reference
-(a SCOOP shared constant or a file keyed by its content hash), never as tensors, so a task carries only
-genomes. Each process builds its state once (source pool, skeleton model, merge engine, benchmark on the
-device, batch size) and keeps it while evaluators of that run arrive; in the process that made the
-evaluator the state is dropped with it.
+(:mod:`~deap_llmmerge.distributed.transport`), never as tensors, so a task carries only plans. Each process
+builds its state once (source pool, skeleton model, merge engine, benchmark on the device, batch size) and
+keeps it while evaluators of that run arrive; in the process that made the evaluator the state is dropped
+with it. A genome is decoded once, in the process that made the evaluator (:meth:`Evaluator.decode`): the
+fitness cache, the hall of fame, the diversity figure and the workers all read that plan.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 import time
 import traceback
 import weakref
@@ -30,16 +30,18 @@ from torch import nn
 from ..devices import out_of_memory, resolve_device
 from ..distributed.heartbeats import beating
 from ..distributed.private_temp import private_temp_dir
+from ..distributed.transport import DataRef, read_data, share_data
 from ..distributed.worker import worker_device
 from ..errors import BenchmarkDataError, InvalidGenomeError
-from ..evolve.objectives import Objective
 from ..genomes import GenomeFamily, GenomeSpace
 from ..models.engine import MergeEngine
 from ..models.plans import MergePlan
 from ..models.sources import SourcePool
 from .benchmarks import BenchmarkData
 from .metrics import Metric, benchmark_metrics
+from .objectives import Objective
 from .population import PopulationScorer, default_memory_budget
+from .settings import ScoringSettings
 
 __all__ = ["Evaluator", "score_chunk", "worst_fitness", "DATA_LOADS"]
 
@@ -49,9 +51,9 @@ _LOCAL: dict[str, tuple[SourcePool, dict[str, BenchmarkData]]] = {}  # in the pr
 _STATES: OrderedDict[str, _State] = OrderedDict()
 _POOLS: dict[tuple, SourcePool] = {}
 _DATA: dict[str, BenchmarkData] = {}
-_SHARED: set[str] = set()  # SCOOP constants this process has set
 _TOKENS = itertools.count()
 _KEEP_STATES = 2
+_KEEP_PLANS = 4096
 DATA_LOADS = {"count": 0}  # benchmark transfers received by this process (a worker should see one per run)
 
 
@@ -68,15 +70,6 @@ class _State:
     benchmarks: dict[str, BenchmarkData]
 
 
-@dataclass(frozen=True)
-class _DataRef:
-    """Where a worker finds a benchmark: a SCOOP shared constant or a file, both keyed by content hash."""
-
-    digest: str
-    path: str
-    scoop_key: str | None = None
-
-
 def _drop(token: str) -> None:
     _LOCAL.pop(token, None)
     _STATES.pop(token, None)
@@ -87,29 +80,12 @@ def _saved_sources(token: str) -> Path:
     return private_temp_dir() / f"sources-{token}"
 
 
-def _scoop_running() -> bool:
-    import scoop
-
-    return bool(getattr(scoop, "IS_RUNNING", False))
-
-
 class Evaluator:
     """``evaluator(genome) -> fitness values``: decode, merge in place, score on the benchmarks."""
 
-    def __init__(
-        self,
-        pool: SourcePool,
-        benchmarks: dict[str, BenchmarkData],
-        family: GenomeFamily,
-        space: GenomeSpace,
-        objectives: Sequence[Objective],
-        device: str | torch.device = "cpu",
-        batch_size: int = 32,
-        metrics: dict[str, Metric] | None = None,
-        memory_budget_mb: int | None = None,
-        savings: bool = True,
-        method_options: dict | None = None,
-    ) -> None:
+    def __init__(self, pool: SourcePool, benchmarks: dict[str, BenchmarkData], family: GenomeFamily,
+                 space: GenomeSpace, objectives: Sequence[Objective], scoring: ScoringSettings | None = None,
+                 metrics: dict[str, Metric] | None = None, savings: bool = True) -> None:
         self.sources = tuple((source.name, source.path) for source in pool.sources)
         self.base = None if pool.base is None or pool.base_index < pool.num_sources else \
             (pool.base.name, pool.base.path)
@@ -119,48 +95,34 @@ class Evaluator:
         self.space = space
         self.objectives = tuple(objectives)
         self.weights = tuple(o.weight for o in self.objectives)
-        self.device = str(resolve_device(device))
-        self.batch_size = batch_size
+        self.scoring = scoring = scoring or ScoringSettings()
+        self.device = str(resolve_device(scoring.device))
         self.metrics = metrics
-        self.memory_budget_mb = memory_budget_mb
         self.savings = savings
-        self.method_options = method_options or {}
         self.token = f"{os.getpid()}-{next(_TOKENS)}-{time.time_ns()}"
-        self.data_refs = {name: _DataRef(data.content_hash(), "") for name, data in benchmarks.items()}
+        self.data_refs = {name: DataRef(data.content_hash()) for name, data in benchmarks.items()}
+        self._plans: OrderedDict[tuple, MergePlan | InvalidGenomeError] = OrderedDict()
         _LOCAL[self.token] = (pool, dict(benchmarks))
         weakref.finalize(self, _drop, self.token)
 
     # -- pickling: only references travel ------------------------------------------------------------------
     def __getstate__(self) -> dict:
-        self.publish()
-        return dict(self.__dict__)
+        self.share()
+        return {key: value for key, value in self.__dict__.items() if key != "_plans"}
 
-    def publish(self, use_scoop: bool = False) -> None:
-        """Make this evaluator loadable in another process: benchmark files keyed by content hash (and SCOOP
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._plans = OrderedDict()
+
+    def share(self, use_scoop: bool = False) -> None:
+        """Make this evaluator loadable in another process: the benchmarks where workers read them (and SCOOP
         shared constants with ``use_scoop``), in-memory source models saved as safetensors folders."""
         local = _LOCAL.get(self.token)
-        if local is None:  # a copy in a worker: already published
+        if local is None:  # a copy in a worker: already shared
             return
         pool, benchmarks = local
         for name, data in benchmarks.items():
-            ref = self.data_refs[name]
-            if not ref.path:
-                path = private_temp_dir() / f"data-{ref.digest}.pt"
-                if not path.exists():  # a worker checks the content against the digest when it loads it
-                    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-                    with os.fdopen(handle, "wb") as file:
-                        torch.save(data.to_dict(), file)
-                    os.replace(partial, path)
-                ref = _DataRef(ref.digest, str(path))
-            if use_scoop and ref.scoop_key is None and _scoop_running():
-                key = f"deap_llmmerge_data_{ref.digest}"
-                if key not in _SHARED:  # a SCOOP constant is set once per run, whatever evaluator sets it
-                    from scoop import shared
-
-                    shared.setConst(**{key: data.to_dict()})
-                    _SHARED.add(key)
-                ref = _DataRef(ref.digest, ref.path, key)
-            self.data_refs[name] = ref
+            self.data_refs[name] = share_data(self.data_refs[name], data.to_dict, use_scoop)
         if self.in_memory:
             folder = _saved_sources(self.token)
             paths = []
@@ -218,55 +180,68 @@ class Evaluator:
         skeleton = pool.new_skeleton().to(device).eval()
         if device.type != "cpu":
             pool.move_to(device)
-        engine = MergeEngine(pool, skeleton, self.method_options)
+        options = {name: dict(values) for name, values in self.space.method_options}
+        engine = MergeEngine(pool, skeleton, options)
         benchmarks = {name: data.to(device) for name, data in self._benchmarks().items()}
-        budget = (self.memory_budget_mb * 2**20) if self.memory_budget_mb is not None else default_memory_budget(device)
-        scorer = PopulationScorer(engine, benchmarks, self.batch_size, budget, self.metrics, self.savings)
-        scorer.check_savings(self.decode(self.family.pure(list, 0, self.space)))
+        memory = self.scoring.score_memory_mb
+        budget = memory * 2**20 if memory is not None else default_memory_budget(device)
+        scorer = PopulationScorer(engine, benchmarks, self.scoring.batch_size, budget, self.metrics, self.savings)
+        scorer.check_savings(self.family.decode(self.family.pure(list, 0, self.space), self.space))
         return _State(pool, engine, scorer, benchmarks)
 
     # -- scoring -------------------------------------------------------------------------------------------
     def decode(self, genome: Sequence) -> MergePlan:
-        return self.family.decode(genome, self.space)
+        """``genome``'s plan, decoded once per distinct genome in this process (InvalidGenomeError when it
+        decodes to none)."""
+        key = tuple(genome)
+        plan = self._plans.get(key)
+        if plan is None:
+            try:
+                plan = self.family.decode(genome, self.space)
+            except InvalidGenomeError as exc:
+                plan = exc
+            self._plans[key] = plan
+            if len(self._plans) > _KEEP_PLANS:
+                self._plans.popitem(last=False)
+        else:
+            self._plans.move_to_end(key)
+        if isinstance(plan, InvalidGenomeError):
+            raise InvalidGenomeError(str(plan))
+        return plan
 
-    def fitness(self, metrics: dict[str, dict[str, float]], genome: Sequence) -> tuple[float, ...]:
+    def fitness(self, metrics: dict[str, dict[str, float]], plan: MergePlan) -> tuple[float, ...]:
         values = tuple(metrics[o.benchmark][o.metric] for o in self.objectives)
         if not all(math.isfinite(v) for v in values):
-            log.warning("genome %s gave non-finite metrics %s; scored as worst", list(genome), values)
+            log.warning("a merge gave non-finite metrics %s; scored as worst (plan %s)", values, plan.to_dict())
             return worst_fitness(self.weights)
         return values
 
-    def score_genomes(self, genomes: Sequence[Sequence]) -> list[tuple[tuple[float, ...], str | None]]:
-        """``(fitness, error or None)`` of each genome, the population scored at once (shared prefixes).
-        An invalid genome gets the worst fitness with a warning; any other failure also travels as text."""
-        results: list = [None] * len(genomes)
-        plans, where = [], []
-        for i, genome in enumerate(genomes):
-            try:
-                plans.append(self.decode(genome))
-                where.append(i)
-            except InvalidGenomeError as exc:
-                log.warning("invalid genome %s scored as worst: %s", list(genome), exc)
-                results[i] = (worst_fitness(self.weights), None)
+    def score_plans(self, plans: Sequence[MergePlan]) -> list[tuple[tuple[float, ...], str | None]]:
+        """``(fitness, error or None)`` of each plan, scored at once (shared prefixes). A plan the engine
+        refuses gets the worst fitness with a warning; any other failure also travels as text."""
+        results: list = [None] * len(plans)
 
         def failed(index: int, exc: Exception) -> None:
-            genome = genomes[where[index]]
             if isinstance(exc, InvalidGenomeError):
-                log.warning("invalid genome %s scored as worst: %s", list(genome), exc)
-                results[where[index]] = (worst_fitness(self.weights), None)
+                log.warning("invalid merge scored as worst: %s", exc)
+                results[index] = (worst_fitness(self.weights), None)
                 return
             text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            results[where[index]] = (worst_fitness(self.weights), f"{type(exc).__name__}: {exc}\n{text}")
+            results[index] = (worst_fitness(self.weights), f"{type(exc).__name__}: {exc}\n{text}")
 
         if plans:
-            state = self.state
-            for index, metrics in enumerate(state.scorer.score(plans, failed)):
+            for index, metrics in enumerate(self.state.scorer.score(plans, failed)):
                 if metrics is not None:
-                    results[where[index]] = (self.fitness(metrics, genomes[where[index]]), None)
+                    results[index] = (self.fitness(metrics, plans[index]), None)
         return results
 
     def __call__(self, genome: Sequence) -> tuple[float, ...]:
-        values, error = self.score_genomes([genome])[0]
+        try:
+            plan = self.decode(genome)
+        except InvalidGenomeError as exc:
+            log.warning("invalid genome %s scored as worst: %s", list(genome), exc)
+            return worst_fitness(self.weights)
+        values, error = self.score_plans([plan])[0]
         if error is not None:
             raise RuntimeError(error.splitlines()[0])
         return values
@@ -291,17 +266,10 @@ class Evaluator:
                     raise
 
 
-def _fetch(ref: _DataRef) -> BenchmarkData:
-    """A benchmark by reference, once per process."""
+def _fetch(ref: DataRef) -> BenchmarkData:
+    """A benchmark by reference, once per process, checked against its content hash."""
     if ref.digest not in _DATA:
-        content = None
-        if ref.scoop_key is not None and _scoop_running():
-            from scoop import shared
-
-            content = shared.getConst(ref.scoop_key, timeout=300)
-        if content is None:
-            content = torch.load(ref.path, map_location="cpu", weights_only=True)
-        data = BenchmarkData.coerce(content)
+        data = BenchmarkData.coerce(read_data(ref))
         if data.content_hash() != ref.digest:
             raise BenchmarkDataError(f"{ref.path} does not hold the run's benchmark (its content hash differs)")
         _DATA.clear()
@@ -311,15 +279,16 @@ def _fetch(ref: _DataRef) -> BenchmarkData:
 
 
 def score_chunk(task: tuple) -> list[tuple[tuple[float, ...], str | None, int, int]]:
-    """Score a share of the population where the map runs it: ``task`` is ``(evaluator, genomes)``, or with
-    ``(address, token)`` where to say, while it is scored, that it is (see :mod:`.heartbeats`). Per genome
-    ``(fitness, error, process id, benchmark transfers received by that process)``. Any failure gives the
-    worst fitness and travels back as text with the worker's traceback."""
-    evaluator, genomes, *beat = task
+    """Score a share of the population where the map runs it: ``task`` is ``(evaluator, plans)``, or with
+    ``(address, token)`` where to say, while it is scored, that it is (see
+    :mod:`~deap_llmmerge.distributed.heartbeats`). Per plan ``(fitness, error, process id, benchmark transfers
+    received by that process)``. Any failure gives the worst fitness and travels back as text with the
+    worker's traceback."""
+    evaluator, plans, *beat = task
     try:
         with beating(*(beat[0] if beat else (None, None))):
-            results = evaluator.score_genomes(genomes)
+            results = evaluator.score_plans(plans)
     except Exception as exc:  # a worker must survive a state that cannot be built
         text = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
-        results = [(worst_fitness(evaluator.weights), text)] * len(genomes)
+        results = [(worst_fitness(evaluator.weights), text)] * len(plans)
     return [(values, error, os.getpid(), DATA_LOADS["count"]) for values, error in results]

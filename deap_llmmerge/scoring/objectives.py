@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..errors import ConfigError
-from ..scoring.metrics import METRIC_DIRECTIONS
+from .metrics import METRIC_DIRECTIONS
 
 __all__ = ["Objective", "parse_objectives", "METRIC_DIRECTIONS", "SINGLE"]
 SINGLE = "benchmark"  # the name of the one benchmark of a run that names none

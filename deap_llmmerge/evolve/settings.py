@@ -1,0 +1,46 @@
+"""What a run says about the search: selection at the top level, the GA's numbers under ``ga``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["GASettings", "EvolveSettings", "AdaptiveMutation"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AdaptiveMutation(_Strict):
+    """Multiply the mutation rate by ``factor`` while fewer than ``threshold`` of the merges are distinct."""
+
+    threshold: float = Field(0.5, gt=0.0, le=1.0)
+    factor: float = Field(2.0, ge=1.0)
+
+
+class GASettings(_Strict):
+    """The original design's hyperparameters and the loop's own: ``mutation_rate`` per gene,
+    ``crossover_rate`` per pair, ``elitism_rate`` of the population kept (tournament selection), ``seed``
+    (None: not seeded), ``patience`` (generations without improvement before stopping), ``max_failed_share``
+    of a generation's candidates that may fail before the run stops."""
+
+    population_size: int = Field(24, ge=2)
+    max_generations: int = Field(10, ge=0)
+    crossover_rate: float = Field(0.8, ge=0.0, le=1.0)
+    mutation_rate: float = Field(0.1, ge=0.0, le=1.0)
+    elitism_rate: float = Field(0.1, ge=0.0, le=1.0)
+    seed: int | None = 0
+    patience: int | None = Field(None, ge=1)
+    tournament_size: int = Field(3, ge=1)
+    halloffame_size: int = Field(5, ge=1)
+    max_failed_share: float = Field(0.5, ge=0.0, le=1.0)
+    adaptive_mutation: AdaptiveMutation | None = None
+
+
+class EvolveSettings(_Strict):
+    """``selection``: tournament (lexicographic over the objectives) or nsga2; ``ga``: :class:`GASettings`."""
+
+    selection: Literal["tournament", "nsga2"] = "tournament"
+    ga: GASettings = GASettings()
