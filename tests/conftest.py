@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -26,7 +27,13 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from deap_llmmerge import GENOMES, MERGE_METHODS  # noqa: E402
+
 torch.set_num_threads(1)
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+HELPERS = TESTS / "helpers"
 
 VOCAB = 64
 
@@ -52,14 +59,24 @@ EXTRA_CONFIGS = {
 }
 ARCHITECTURES = list(CONFIGS)
 
-# Every registered genome family with the settings it needs: the registry's contract tests run over these.
-FAMILY_CASES = {
-    "choice": {"genome": "choice"},
-    "blend": {"genome": "blend"},
-    "methods-ties": {"genome": "methods", "method": "ties"},
-    "methods-search": {"genome": "methods", "method": "search"},
-    "stack": {"genome": "stack"},
-}
+# The settings a registered genome family needs beyond its name, one case per variant (a family not named
+# here needs none): the families' contract tests run over FAMILY_CASES, so a family is covered the day it
+# is registered.
+FAMILY_VARIANTS = {"methods": {"ties": {"method": "ties"}, "search": {"method": "search"}}}
+FAMILY_CASES = {f"{name}-{variant}" if variant else name: {"genome": name, **settings}
+                for name in GENOMES for variant, settings in FAMILY_VARIANTS.get(name, {"": {}}).items()}
+
+
+@pytest.fixture(params=list(FAMILY_CASES))
+def family_case(request) -> dict:
+    """Every registered genome family (and variant), as the keyword settings that make it."""
+    return FAMILY_CASES[request.param]
+
+
+@pytest.fixture(params=[name for name in MERGE_METHODS if name != "take"])
+def merge_method(request) -> str:
+    """Every registered merge method but ``take``."""
+    return request.param
 
 
 def tiny_model(arch: str, seed: int, **overrides) -> torch.nn.Module:
@@ -133,3 +150,18 @@ def cli(*args, env: dict | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "deap_llmmerge", "--quiet", *map(str, args)],
                           capture_output=True, text=True, env=env)
+
+
+class FailOnce:
+    """A loss metric that raises on its n-th call: one candidate's scoring fails."""
+
+    def __init__(self, n):
+        self.calls, self.n = 0, n
+
+    def __call__(self, logits, labels):
+        from deap_llmmerge import calculate_loss
+
+        self.calls += 1
+        if self.calls == self.n:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return calculate_loss(logits, labels)

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..errors import LLMMergeError
 
-__all__ = ["prepare_output_dir", "atomic_write_text", "atomic_write_bytes", "publish", "save_model", "logbook_csv",
+__all__ = ["prepare_output_dir", "atomic_write_text", "atomic_write_bytes", "move_into_place", "save_model", "logbook_csv",
            "TOKENIZER_FILES", "RUN_FILES"]
 
 # What a run writes into its output directory; a forced start removes them first.
@@ -53,7 +53,7 @@ def _umask() -> int:
     return mask
 
 
-def publish(temporary: str | Path, path: Path) -> None:
+def move_into_place(temporary: str | Path, path: Path) -> None:
     """Give a finished temporary file or folder the usual permissions and rename it to ``path``.
 
     (``mkstemp`` and ``mkdtemp`` create them private to their owner.)
@@ -68,7 +68,7 @@ def atomic_write_bytes(path: Path, content: bytes) -> None:
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(content)
-        publish(temporary, path)
+        move_into_place(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
@@ -96,10 +96,10 @@ def save_model(model: nn.Module, folder: Path, tokenizer_from: Path | None = Non
         if folder.exists():
             old = folder.with_name(f".{folder.name}.old")
             os.rename(folder, old)
-            publish(temporary, folder)
+            move_into_place(temporary, folder)
             shutil.rmtree(old)
         else:
-            publish(temporary, folder)
+            move_into_place(temporary, folder)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise

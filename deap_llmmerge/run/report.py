@@ -19,7 +19,7 @@ from pathlib import Path
 from ..errors import InvalidGenomeError, LLMMergeError
 from ..genomes import GenomeSpace, get_family
 from .checkpoint import CHECKPOINT_NAME, from_json_values
-from .output import atomic_write_text, publish
+from .output import atomic_write_text, move_into_place
 
 __all__ = ["write_report", "pareto_front", "source_weights"]
 
@@ -38,7 +38,7 @@ def _save(figure, path: Path) -> None:
     os.close(handle)
     try:
         figure.savefig(temporary, dpi=120, bbox_inches="tight")
-        publish(temporary, path)
+        move_into_place(temporary, path)
     finally:
         Path(temporary).unlink(missing_ok=True)
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from conftest import tiny_benchmark, tiny_model
+from conftest import TESTS, tiny_benchmark, tiny_model
 
 from deap_llmmerge import MERGE_METHODS, ConfigError, PartMerge, SourcePool, make_toolbox
 from deap_llmmerge.methods import check_method_options
@@ -245,9 +245,8 @@ torch.save({{k: v.detach().clone() for k, v in model.named_parameters()}}, sys.a
 
 
 def test_dare_with_the_same_genome_gives_the_same_tensors_in_two_processes(tmp_path):
-    from pathlib import Path
 
-    script = DARE_IN_A_PROCESS.format(tests=str(Path(__file__).parent))
+    script = DARE_IN_A_PROCESS.format(tests=str(TESTS))
     runs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / name), str(merge_inputs.BLOCK)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for name in ("one.pt", "two.pt")]
     assert [run.wait() for run in runs] == [0, 0]

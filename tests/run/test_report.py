@@ -1,7 +1,5 @@
 """`deap-llmmerge report`: PNG plots of a finished run."""
 
-
-import pytest
 from conftest import cli, write_run_config
 
 from deap_llmmerge.run.report import pareto_front
@@ -9,11 +7,8 @@ from deap_llmmerge.run.report import pareto_front
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-
-
-@pytest.mark.parametrize("genome", ["choice", "blend"])
-def test_report_draws_the_plots_of_a_finished_run(tmp_path, saved_llamas, genome):
-    config = write_run_config(tmp_path, saved_llamas, genome=genome, ga={"population_size": 6, "max_generations": 2})
+def test_report_draws_the_plots_of_a_finished_run_of_every_family(tmp_path, saved_llamas, family_case):
+    config = write_run_config(tmp_path, saved_llamas, **family_case, ga={"population_size": 6, "max_generations": 2})
     assert cli("run", config, "--output", tmp_path / "out").returncode == 0
     result = cli("report", tmp_path / "out")
     assert result.returncode == 0, result.stderr

@@ -12,12 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import cli, tiny_benchmark, tiny_model, write_run_config
+from conftest import ROOT, TESTS, cli, tiny_benchmark, tiny_model, write_run_config
 
 from deap_llmmerge import __version__
 from deap_llmmerge.run.report import source_weights
 
-ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 PREAMBLE = """
 import sys
@@ -40,7 +39,7 @@ def test_the_readme_has_python_snippets():
 @pytest.mark.parametrize("index", range(len(python_snippets())))
 def test_every_readme_snippet_runs_as_written(index, tmp_path):
     script = tmp_path / "snippet.py"
-    script.write_text(PREAMBLE.format(tests=str(Path(__file__).parent)) + python_snippets()[index])
+    script.write_text(PREAMBLE.format(tests=str(TESTS)) + python_snippets()[index])
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=ENV, cwd=tmp_path,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -49,7 +48,7 @@ def test_every_readme_snippet_runs_as_written(index, tmp_path):
 
 def test_a_pool_started_outside_the_main_guard_is_one_clear_error(tmp_path):
     script = tmp_path / "unguarded.py"
-    script.write_text(PREAMBLE.format(tests=str(Path(__file__).parent)) + (
+    script.write_text(PREAMBLE.format(tests=str(TESTS)) + (
         "from deap_llmmerge import LLMMergeGA, PoolMap\n"
         "ga = LLMMergeGA([model_a, model_b], (ids, labels), population_size=4, max_generations=1, map=PoolMap(2))\n"
         "ga.run()\n"))

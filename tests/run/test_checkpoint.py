@@ -9,7 +9,7 @@ import time
 
 import pytest
 import yaml
-from conftest import cli, tiny_benchmark, write_run_config
+from conftest import FailOnce, cli, tiny_benchmark, write_run_config
 
 # The real command line, each generation slowed down so that the kill lands in the middle of the run.
 SLOW_CLI = """
@@ -110,7 +110,6 @@ def test_checkpoint_round_trip_keeps_the_loop_state():
 
 def test_failed_candidates_are_null_in_the_checkpoint_and_worst_after_restore():
     from conftest import tiny_model
-    from test_distributed import FailOnce
 
     from deap_llmmerge import LLMMergeGA
     from deap_llmmerge.run.checkpoint import ga_state, restore_ga

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAMILY_CASES, tiny_benchmark, tiny_model
+from conftest import FAMILY_CASES, HELPERS, tiny_benchmark, tiny_model
 from deap import algorithms, tools
 
 from deap_llmmerge import BenchmarkData, BenchmarkDataError, LLMMergeGA, PoolMap, make_toolbox
@@ -126,7 +126,7 @@ def test_workers_score_a_pool_of_a_model_object_and_a_folder_as_this_process_doe
         workers.close()
 
 
-EA_SIMPLE = Path(__file__).parent / "helpers" / "scoop_easimple.py"
+EA_SIMPLE = HELPERS / "scoop_easimple.py"
 
 
 def test_easimple_with_futures_map_under_scoop_matches_the_serial_run(tmp_path):

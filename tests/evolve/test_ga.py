@@ -1,7 +1,7 @@
 """The generational loop: reproducible, never worse than a source, composable with plain DEAP."""
 
 import pytest
-from conftest import FAMILY_CASES, tiny_benchmark, tiny_model
+from conftest import tiny_benchmark, tiny_model
 from deap import algorithms, tools
 
 from deap_llmmerge import ConfigError, LLMMergeGA, make_toolbox
@@ -20,9 +20,9 @@ def _hall(ga):
     return [(list(ind), ind.fitness.values) for ind in ga.halloffame]
 
 
-def test_same_seed_same_hall_of_fame_and_logbook():
-    first, _ = _run(seed=5)
-    second, _ = _run(seed=5)
+def test_same_seed_same_hall_of_fame_and_logbook(family_case):
+    first, _ = _run(seed=5, **family_case)
+    second, _ = _run(seed=5, **family_case)
     assert _hall(first) == _hall(second)
     assert list(first.logbook) == list(second.logbook)
     assert first.logbook.chapters["loss"] == second.logbook.chapters["loss"]
@@ -34,9 +34,8 @@ def test_other_seed_explores_differently():
     assert [list(i) for i in first.population] != [list(i) for i in other.population]
 
 
-@pytest.mark.parametrize("genome", ["choice", "blend"])
-def test_best_is_never_worse_than_the_best_source(genome):
-    ga, best = _run(genome=genome)
+def test_best_is_never_worse_than_the_best_source(family_case):
+    ga, best = _run(**family_case)
     sources = [ga.toolbox.evaluate(ga.toolbox.pure(source=k)) for k in range(3)]
     best_source = max(sources, key=lambda values: (values[0], -values[1]))
     assert (best.fitness.values[0], -best.fitness.values[1]) >= (best_source[0], -best_source[1])
@@ -125,23 +124,19 @@ def test_elites_round_half_up_and_at_least_one(rate, size, elites):
     assert elite_count(rate, size) == elites
 
 
-@pytest.mark.parametrize("genome", ["choice", "blend"])
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_the_populations_best_never_gets_worse_with_elitism(genome, seed):
-    ga = LLMMergeGA(_sources(), tiny_benchmark(), population_size=5, max_generations=5, elitism_rate=0.1,
-                    mutation_rate=0.5, seed=seed, genome=genome)
+def test_the_populations_best_never_gets_worse_with_elitism(family_case, seed):
     population_best = []
     ga = LLMMergeGA(_sources(), tiny_benchmark(), population_size=5, max_generations=5, elitism_rate=0.1,
-                    mutation_rate=0.5, seed=seed, genome=genome,
+                    mutation_rate=0.5, seed=seed, **family_case,
                     callback=lambda g, gen: population_best.append(max(i.fitness.wvalues for i in g.population)))
     ga.run()
     assert all(later >= earlier for earlier, later in zip(population_best, population_best[1:])), population_best
 
 
-@pytest.mark.parametrize("case", list(FAMILY_CASES))
-def test_no_new_evaluations_without_crossover_or_mutation(case):
+def test_no_new_evaluations_without_crossover_or_mutation(family_case):
     ga = LLMMergeGA(_sources(), tiny_benchmark(), population_size=10, max_generations=4, crossover_rate=0.0,
-                    mutation_rate=0.0, seed=0, **FAMILY_CASES[case])
+                    mutation_rate=0.0, seed=0, **family_case)
     ga.run()
     assert [record["evals"] for record in ga.logbook][1:] == [0, 0, 0, 0]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import tiny_benchmark, tiny_model
+from conftest import HELPERS, ROOT, tiny_benchmark, tiny_model
 from safetensors.torch import load_file, save_file
 
 from deap_llmmerge import make_toolbox
@@ -23,9 +23,8 @@ from deap_llmmerge.models.mergekit_yaml import mergekit_config
 from deap_llmmerge.models.plans import MergePlan
 from deap_llmmerge.run.cli import main as cli_main
 
-ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".cache" / "mergekit-venv"
-DRIVER = Path(__file__).parent / "helpers" / "mergekit_driver.py"
+DRIVER = HELPERS / "mergekit_driver.py"
 CASES = {
     "choice": {"genome": "choice"},
     "blend": {"genome": "blend"},

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import cli, tiny_benchmark, tiny_model
+from conftest import HELPERS, FailOnce, cli, tiny_benchmark, tiny_model
 
 from deap_llmmerge import EvaluationError, LLMMergeGA
 from deap_llmmerge.distributed import PoolMap
@@ -74,21 +74,6 @@ def test_pool_backend_matches_the_serial_run(run_folder):
     assert recipe(run_folder / "pool")["run"]["processes"] == 2
 
 
-class FailOnce:
-    """A loss metric that raises on its n-th call: one candidate's scoring fails."""
-
-    def __init__(self, n):
-        self.calls, self.n = 0, n
-
-    def __call__(self, logits, labels):
-        from deap_llmmerge import calculate_loss
-
-        self.calls += 1
-        if self.calls == self.n:
-            raise RuntimeError("CUDA out of memory (simulated)")
-        return calculate_loss(logits, labels)
-
-
 def _sources():
     return [tiny_model("llama", 1), tiny_model("llama", 2)]
 
@@ -120,7 +105,7 @@ def test_pool_map_pickles_without_its_processes():
 def test_a_slow_scoop_worker_is_waited_for_not_duplicated():
     """SCOOP's root, idle while a worker still runs a task, must not re-send and redo that task (SCOOP 0.7's
     broker says every running task is lost after 2 s; see ``patient_scoop_resend``)."""
-    helper = Path(__file__).parent / "helpers" / "scoop_slow_worker.py"
+    helper = HELPERS / "scoop_slow_worker.py"
     done = subprocess.run([sys.executable, "-m", "scoop", "-n", "2", str(helper)], capture_output=True, text=True,
                           timeout=120)
     assert "Lost track" not in done.stderr, done.stderr
