@@ -15,8 +15,8 @@ from torch import nn
 
 from ..errors import LLMMergeError
 
-__all__ = ["prepare_output_dir", "atomic_write_text", "atomic_write_bytes", "move_into_place", "save_model", "logbook_csv",
-           "TOKENIZER_FILES", "RUN_FILES"]
+__all__ = ["prepare_output_dir", "atomic_write_text", "atomic_write_bytes", "move_into_place", "save_model",
+           "logbook_csv", "TOKENIZER_FILES", "RUN_FILES"]
 
 # What a run writes into its output directory; a forced start removes them first.
 RUN_FILES = ("best", "recipe.json", "logbook.csv", "checkpoint.json", "mergekit.yaml", "report")
