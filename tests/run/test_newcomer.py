@@ -28,12 +28,28 @@ ids, labels = tiny_benchmark()["input_ids"], tiny_benchmark()["labels"]
 """
 
 
+DOCUMENTS = [ROOT / "README.md", ROOT / "docs" / "configuration.md", ROOT / "experiments" / "README.md"]
+
+
 def python_snippets() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    """Every Python snippet of the README and the reference it links to."""
+    pattern = re.compile(r"```python\n(.*?)```", flags=re.S)
+    return [snippet for path in DOCUMENTS for snippet in pattern.findall(path.read_text())]
 
 
-def test_the_readme_has_python_snippets():
-    assert len(python_snippets()) >= 3
+def test_the_readme_and_its_reference_have_python_snippets():
+    assert len(re.findall(r"```python\n", DOCUMENTS[0].read_text())) >= 1 and len(python_snippets()) >= 3
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda path: path.name)
+def test_every_link_of_the_readme_and_its_pages_resolves_to_a_file(document):
+    for target in re.findall(r"\]\(([^)#]+?)(?:#[^)]*)?\)", document.read_text()):
+        if not target.startswith(("http://", "https://")):
+            assert (document.parent / target).exists(), f"{document.name}: {target}"
+
+
+def test_the_readme_is_short_enough_to_read_in_five_minutes():
+    assert len(DOCUMENTS[0].read_text().splitlines()) <= 250
 
 
 @pytest.mark.parametrize("index", range(len(python_snippets())))
