@@ -27,6 +27,7 @@ class Batch:
     labels: torch.Tensor
     attention_mask: torch.Tensor | None
     position_ids: torch.Tensor | None
+    scored_rows: torch.Tensor | None = None  # packed batches: the row (from rows.start) of each scored position
 
 
 @dataclass(frozen=True)

@@ -71,21 +71,23 @@ class RowStatistics:
         self.right[rows] += right
 
 
-def row_statistics(scored_logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def row_statistics(scored_logits: torch.Tensor, labels: torch.Tensor, scored_rows: torch.Tensor | None = None,
+                   n_rows: int | None = None) -> tuple[torch.Tensor, ...]:
     """Per-row (nll, tokens, right) of one batch from the logits at its scored positions only.
 
     ``scored_logits`` is ``[M, V]``: the logits at every position t with ``labels[:, t+1] != -100``, in
-    row-major order.
+    row-major order. In a packed batch, ``scored_rows`` names the row each of them belongs to (of ``n_rows``).
     """
     scored = labels[:, 1:] != IGNORE_INDEX
     targets = labels[:, 1:][scored]
-    row_of = scored.nonzero()[:, 0]
-    n_rows = labels.shape[0]
+    row_of = scored.nonzero()[:, 0] if scored_rows is None else scored_rows
+    n_rows = labels.shape[0] if n_rows is None else n_rows
     losses = F.cross_entropy(scored_logits.float(), targets, reduction="none").double()
     right = (scored_logits.argmax(dim=-1) == targets).long()
     nll = torch.zeros(n_rows, dtype=torch.float64, device=labels.device).index_add_(0, row_of, losses)
     hits = torch.zeros(n_rows, dtype=torch.long, device=labels.device).index_add_(0, row_of, right)
-    return nll, scored.sum(dim=1), hits
+    tokens = scored.sum(dim=1) if scored_rows is None else torch.bincount(row_of, minlength=n_rows)
+    return nll, tokens, hits
 
 
 def _sequence_metrics(stats: RowStatistics, data: BenchmarkData) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """Scoring a population for less than its members' forward passes.
 
-Two savings, each checked once per process against the plain path (and switched off, with a warning,
+Three savings, each checked once per process against the plain path (and switched off, with a warning,
 for an architecture where they would change a single metric):
 
 - **Shared prefixes.** The hidden states after the embeddings and decoder layers 0..k depend only on the
@@ -8,6 +8,8 @@ for an architecture where they would change a single metric):
   longest prefixes; the output of a shared layer is kept (within a memory budget) and replayed: the layers
   before it are replaced, for that forward pass, by a module returning the kept output.
 - **Logits only where they count.** The output head runs only at positions whose next token is scored.
+- **Contexts scored once.** A multiple-choice item's choices are packed into one row that holds the context
+  once (:mod:`.packing`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ..models.parts import decoder_layers, is_layer_part
 from ..models.plans import MergePlan
 from .benchmarks import IGNORE_INDEX, Batch, BenchmarkData
 from .metrics import KIND_METRICS, Metric, RowStatistics, benchmark_metrics, model_inputs, row_statistics
+from .packing import pack_choices
 
 __all__ = ["PopulationScorer", "shared_layers", "default_memory_budget"]
 
@@ -98,6 +101,7 @@ class PopulationScorer:
         self.custom = metrics
         self.prefix_sharing = savings
         self.head_at_labels = savings and metrics is None
+        self.packing = savings
         self.layers_saved = 0
         self.layers_run = 0
         self.set_batch_size(batch_size)
@@ -115,7 +119,21 @@ class PopulationScorer:
     def set_batch_size(self, batch_size: int) -> None:
         self.batch_size = batch_size
         device = next(self.engine.model.parameters()).device
-        self.batches = {name: list(data.batches(batch_size, device)) for name, data in self.benchmarks.items()}
+        self.batches = {name: [self._packed(batch, data) for batch in data.batches(batch_size, device)]
+                        for name, data in self.benchmarks.items()}
+
+    def _packed(self, batch: Batch, data: BenchmarkData) -> Batch:
+        """``batch`` with its items' choices packed (when the savings are on and it has choices to pack), the
+        packed rows' attention mask additive in the model's dtype (what eager and SDPA attention both take)."""
+        if not self.packing or data.kind != "multiple_choice":
+            return batch
+        packed = pack_choices(batch, data.item[batch.rows])
+        if packed is None:
+            return batch
+        dtype = next(self.engine.model.parameters()).dtype
+        mask = torch.zeros(packed.attention_mask.shape, dtype=dtype, device=packed.attention_mask.device)
+        mask.masked_fill_(~packed.attention_mask, torch.finfo(dtype).min)
+        return Batch(packed.rows, packed.input_ids, packed.labels, mask, packed.position_ids, packed.scored_rows)
 
     # -- one forward pass -------------------------------------------------------------------------------
     def _forward(self, model: nn.Module, batch: Batch, start: _Kept | None, batch_index: int,
@@ -163,7 +181,8 @@ class PopulationScorer:
             for logits, batch in zip(logits_per_batch[name], batches):
                 scored = logits[0] if self.head_at_labels else \
                     logits[:, :-1][batch.labels[:, 1:] != IGNORE_INDEX]
-                stats.add(batch.rows, row_statistics(scored, batch.labels))
+                stats.add(batch.rows, row_statistics(scored, batch.labels, batch.scored_rows,
+                                                     batch.rows.stop - batch.rows.start))
             results[name] = KIND_METRICS[data.kind](stats, data)
         return results
 
@@ -248,7 +267,7 @@ class PopulationScorer:
                     raise
 
     def _check_savings(self, plan: MergePlan) -> None:
-        if not self.prefix_sharing and not self.head_at_labels:
+        if not (self.prefix_sharing or self.head_at_labels or self.packing):
             return
         probe = {name: data.subset(torch.arange(self.batches[name][0].rows.start, self.batches[name][0].rows.stop))
                  for name, data in self.benchmarks.items()}
@@ -260,12 +279,21 @@ class PopulationScorer:
         def fail(index: int, exc: Exception) -> None:
             raise exc
 
-        for result in trial.score([plan, plan], fail):
-            for name, metrics in plain.items():
-                for metric, value in metrics.items():
-                    if abs(result[name][metric] - value) > 1e-4 * max(1.0, abs(value)):
-                        log.warning("%s: shared prefixes and head-at-labels change %s.%s (%s vs %s); scoring "
-                                    "without them", type(self.engine.model).__name__, name, metric,
-                                    result[name][metric], value)
-                        self.prefix_sharing = self.head_at_labels = False
-                        return
+        problem = None
+        try:
+            results = trial.score([plan, plan], fail)
+        except Exception as exc:
+            if out_of_memory(exc):
+                raise
+            results, problem = [], f"raise {type(exc).__name__}: {exc}"
+        for result in results:
+            problem = next((f"change {name}.{metric} ({result[name][metric]} vs {value})"
+                            for name, metrics in plain.items() for metric, value in metrics.items()
+                            if abs(result[name][metric] - value) > 1e-4 * max(1.0, abs(value))), None)
+            if problem:
+                break
+        if problem:
+            log.warning("%s: shared prefixes, head-at-labels and packed choices %s; scoring without them",
+                        type(self.engine.model).__name__, problem)
+            self.prefix_sharing = self.head_at_labels = self.packing = False
+            self.set_batch_size(self.batch_size)
