@@ -165,7 +165,7 @@ def interval(p: float, n: int) -> float:
 
 def score_held_out(model, data: dict) -> dict:
     """QA accuracy over all held-out items (and per task), the held-out play's loss, with 95% intervals."""
-    from deap_llmmerge.scoring.metrics import KIND_METRICS, RowStatistics, model_inputs, row_statistics
+    from deap_llmmerge.scoring.metrics import RowStatistics, kind_metrics, model_inputs, row_statistics
 
     torch.set_num_threads(1)
     out, right, items = {}, 0, 0
@@ -176,7 +176,7 @@ def score_held_out(model, data: dict) -> dict:
                 logits = model(**model_inputs(batch)).logits
                 scored = logits[:, :-1][batch.labels[:, 1:] != -100]
                 stats.add(batch.rows, row_statistics(scored, batch.labels))
-        metrics = KIND_METRICS[bench.kind](stats, bench)
+        metrics = kind_metrics(stats, bench)
         if task == "play":
             per_window = (stats.nll / stats.tokens).tolist()
             spread = torch.tensor(per_window).std().item() / math.sqrt(len(per_window))

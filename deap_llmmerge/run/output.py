@@ -19,7 +19,7 @@ __all__ = ["prepare_output_dir", "atomic_write_text", "atomic_write_bytes", "mov
            "logbook_csv", "TOKENIZER_FILES", "RUN_FILES"]
 
 # What a run writes into its output directory; a forced start removes them first.
-RUN_FILES = ("best", "recipe.json", "logbook.csv", "checkpoint.json", "mergekit.yaml", "report")
+RUN_FILES = ("best", "recipe.json", "logbook.csv", "checkpoint.json", "item_results.npz", "mergekit.yaml", "report")
 
 # A tokenizer's files: copied into a saved merge; a folder with none of them has no tokenizer.
 TOKENIZER_FILES = (

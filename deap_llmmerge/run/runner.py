@@ -30,7 +30,9 @@ from .checkpoint import (
     restore_ga,
     save_checkpoint,
 )
+from .comparisons import compare_with_references
 from .config import BenchmarkEntry, RunConfig
+from .item_results import ITEMS_NAME, load_item_results, save_item_results
 from .output import atomic_write_text, logbook_csv, prepare_output_dir, save_model
 
 __all__ = ["RunResult", "run_config", "export_recipe", "load_benchmarks", "load_sources", "build_ga", "SaveError"]
@@ -89,6 +91,7 @@ class _WriteCheckpoint:
         self.output, self.settings, self.input_hashes = output, settings, input_hashes
 
     def __call__(self, ga: LLMMergeGA, generation: int) -> None:
+        save_item_results(self.output / ITEMS_NAME, ga.cached_map)
         save_checkpoint(self.output / CHECKPOINT_NAME, ga, self.settings, self.input_hashes)
         atomic_write_text(self.output / "logbook.csv", logbook_csv(ga.logbook, ga.objectives))
 
@@ -192,21 +195,22 @@ def run_config(config: RunConfig, output: Path, base_map: Callable = map, *, res
         if not force:
             check_resumable(checkpoint, settings, input_hashes)
         restore_ga(ga, checkpoint["state"])
+        load_item_results(output / ITEMS_NAME, ga.cached_map)
         log.info("resuming %s after generation %d", output, ga.generation)
     else:
         prepare_output_dir(output, force=force)
     ga.callback = _WriteCheckpoint(output, settings, input_hashes)
     best = ga.run()
+    held_out, paired = compare_with_references(ga, best, validation)
+    held_out = held_out or None
     model = ga.merge_layers(best)
-    held_out = {name: ga.evaluator.measure(model, data.to(next(model.parameters()).device))
-                for name, data in validation.items()} or None
     try:
         save_model(model.cpu(), output / "best", tokenizer_from=config.tokenizer or config.models[0].path,
                    replace=True)
         atomic_write_text(output / "logbook.csv", logbook_csv(ga.logbook, ga.objectives))
         atomic_write_text(output / "mergekit.yaml", _mergekit_yaml(config, ga, ga.evaluator.decode(best)))
-        atomic_write_text(output / "recipe.json", json.dumps(_recipe(config, ga, best, held_out), indent=2,
-                                                             allow_nan=False) + "\n")
+        recipe = {**_recipe(config, ga, best, held_out), "paired": paired}
+        atomic_write_text(output / "recipe.json", json.dumps(recipe, indent=2, allow_nan=False) + "\n")
     except Exception as exc:  # ENOSPC, EACCES, EROFS, safetensors or tokenizer errors: the search is safe
         raise SaveError(f"cannot save the finished run into {output}: {_cause(exc)}; the search is checkpointed: "
                         f"fix that and run again with --resume to save it without searching again") from exc

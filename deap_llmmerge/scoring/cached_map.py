@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from ..distributed import chunk_count, uses_scoop
 from ..errors import InvalidGenomeError
 from .evaluator import Evaluator, score_chunk, worst_fitness
+from .items import ItemScores
 
 __all__ = ["CachedMap", "SamePlan", "Failure", "split"]
 
@@ -72,7 +73,8 @@ class SamePlan:
 
 
 class CachedMap:
-    """See the module docstring. ``last_failures`` lists the genomes whose scoring raised in the last call;
+    """See the module docstring. ``items`` holds, per merge scored, its :class:`~.items.ItemScores` on each
+    benchmark (for paired comparisons); ``last_failures`` lists the genomes whose scoring raised in the last call;
     ``processes`` the process ids that scored; ``data_loads`` the benchmark transfers each received.
     With ``progress``, a tqdm bar counts the candidates of each call (silent when stderr is no terminal,
     unless ``progress == "always"``)."""
@@ -83,6 +85,7 @@ class CachedMap:
         self.same = SamePlan(evaluate)
         self.cache: dict[object, tuple[float, ...]] = {}
         self.genomes: dict[object, list] = {}
+        self.items: dict[object, dict[str, ItemScores]] = {}  # per merge scored: what it did on each item
         self.evaluations = 0
         self.processes: set[int] = set()
         self.data_loads: dict[int, int] = {}
@@ -121,8 +124,10 @@ class CachedMap:
         bar = tqdm(total=len(todo), desc="scoring", unit="candidate", leave=False,
                    disable=False if self.progress == "always" else None) if self.progress and todo else None
         for share, share_results in zip(shares, results):
-            for key, (values, error, pid, loads) in zip(share, share_results):
+            for key, (values, error, pid, loads, items) in zip(share, share_results):
                 self.cache[key] = tuple(values)
+                if items:
+                    self.items[key] = items
                 self.genomes.setdefault(key, fresh[key])
                 self.processes.add(pid)
                 self.data_loads[pid] = loads

@@ -38,7 +38,8 @@ from ..models.engine import MergeEngine
 from ..models.plans import MergePlan
 from ..models.sources import SourcePool
 from .benchmarks import BenchmarkData
-from .metrics import Metric, benchmark_metrics
+from .items import ItemScores
+from .metrics import Metric, benchmark_items
 from .objectives import Objective
 from .population import PopulationScorer, default_memory_budget
 from .settings import ScoringSettings
@@ -216,23 +217,25 @@ class Evaluator:
             return worst_fitness(self.weights)
         return values
 
-    def score_plans(self, plans: Sequence[MergePlan]) -> list[tuple[tuple[float, ...], str | None]]:
-        """``(fitness, error or None)`` of each plan, scored at once (shared prefixes). A plan the engine
-        refuses gets the worst fitness with a warning; any other failure also travels as text."""
+    def score_plans(self, plans: Sequence[MergePlan]) -> list[tuple[tuple[float, ...], str | None, dict]]:
+        """``(fitness, error or None, {benchmark: ItemScores})`` of each plan, scored at once (shared
+        prefixes). A plan the engine refuses gets the worst fitness with a warning; any other failure also
+        travels as text; neither has item scores."""
         results: list = [None] * len(plans)
 
         def failed(index: int, exc: Exception) -> None:
             if isinstance(exc, InvalidGenomeError):
                 log.warning("invalid merge scored as worst: %s", exc)
-                results[index] = (worst_fitness(self.weights), None)
+                results[index] = (worst_fitness(self.weights), None, {})
                 return
             text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            results[index] = (worst_fitness(self.weights), f"{type(exc).__name__}: {exc}\n{text}")
+            results[index] = (worst_fitness(self.weights), f"{type(exc).__name__}: {exc}\n{text}", {})
 
         if plans:
-            for index, metrics in enumerate(self.state.scorer.score(plans, failed)):
-                if metrics is not None:
-                    results[index] = (self.fitness(metrics, plans[index]), None)
+            for index, outcome in enumerate(self.state.scorer.score(plans, failed)):
+                if outcome is not None:
+                    metrics, items = outcome
+                    results[index] = (self.fitness(metrics, plans[index]), None, items)
         return results
 
     def __call__(self, genome: Sequence) -> tuple[float, ...]:
@@ -241,7 +244,7 @@ class Evaluator:
         except InvalidGenomeError as exc:
             log.warning("invalid genome %s scored as worst: %s", list(genome), exc)
             return worst_fitness(self.weights)
-        values, error = self.score_plans([plan])[0]
+        values, error, _ = self.score_plans([plan])[0]
         if error is not None:
             raise RuntimeError(error.splitlines()[0])
         return values
@@ -257,10 +260,14 @@ class Evaluator:
     def measure(self, model: nn.Module, data: BenchmarkData) -> dict[str, float]:
         """The plain path's metrics of ``model`` on ``data``; out of memory, the batch size (kept for the
         rest of the run) is halved down to 1."""
+        return self.measure_items(model, data)[0]
+
+    def measure_items(self, model: nn.Module, data: BenchmarkData) -> tuple[dict[str, float], ItemScores]:
+        """:meth:`measure`, and what ``model`` did on each item of ``data``."""
         scorer = self.state.scorer
         while True:
             try:
-                return benchmark_metrics(model, data, scorer.batch_size)
+                return benchmark_items(model, data, scorer.batch_size)
             except Exception as exc:
                 if not (out_of_memory(exc) and scorer.halve_batch_size()):
                     raise
@@ -278,17 +285,17 @@ def _fetch(ref: DataRef) -> BenchmarkData:
     return _DATA[ref.digest]
 
 
-def score_chunk(task: tuple) -> list[tuple[tuple[float, ...], str | None, int, int]]:
+def score_chunk(task: tuple) -> list[tuple[tuple[float, ...], str | None, int, int, dict]]:
     """Score a share of the population where the map runs it: ``task`` is ``(evaluator, plans)``, or with
     ``(address, token)`` where to say, while it is scored, that it is (see
     :mod:`~deap_llmmerge.distributed.heartbeats`). Per plan ``(fitness, error, process id, benchmark transfers
-    received by that process)``. Any failure gives the worst fitness and travels back as text with the
-    worker's traceback."""
+    received by that process, {benchmark: ItemScores})``. Any failure gives the worst fitness and travels back
+    as text with the worker's traceback."""
     evaluator, plans, *beat = task
     try:
         with beating(*(beat[0] if beat else (None, None))):
             results = evaluator.score_plans(plans)
     except Exception as exc:  # a worker must survive a state that cannot be built
         text = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
-        results = [(worst_fitness(evaluator.weights), text)] * len(plans)
-    return [(values, error, os.getpid(), DATA_LOADS["count"]) for values, error in results]
+        results = [(worst_fitness(evaluator.weights), text, {})] * len(plans)
+    return [(values, error, os.getpid(), DATA_LOADS["count"], items) for values, error, items in results]

@@ -2,7 +2,7 @@
 
 Every benchmark kind is measured from three per-row statistics of the scored positions, summed exactly
 (float64) over the whole set: ``nll`` (summed cross-entropy), ``tokens`` (scored positions) and ``right``
-(positions whose argmax is the label). From them:
+(positions whose argmax is the label), gathered per item and averaged (:mod:`.items`). From them:
 
 - ``tensors`` and ``completion``: loss = sum(nll) / sum(tokens); accuracy = share of rows right at every
   scored position (for a completion: the whole answer is the greedy continuation);
@@ -19,7 +19,6 @@ The original design's ``calculate_accuracy`` / ``calculate_loss`` keep their for
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -27,9 +26,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .benchmarks import IGNORE_INDEX, Batch, BenchmarkData
+from .items import ItemScores, item_scores, item_table, weighted_metrics
 
-__all__ = ["Metric", "calculate_accuracy", "calculate_loss", "score", "KIND_METRICS", "KIND_METRIC_NAMES",
-           "METRIC_DIRECTIONS", "RowStatistics", "row_statistics", "benchmark_metrics", "model_inputs", "eval_mode"]
+__all__ = ["Metric", "calculate_accuracy", "calculate_loss", "score", "kind_metrics", "KIND_METRIC_NAMES",
+           "METRIC_DIRECTIONS", "RowStatistics", "row_statistics", "benchmark_metrics", "benchmark_items",
+           "model_inputs", "eval_mode"]
 
 Metric = Callable[[torch.Tensor, torch.Tensor], tuple]
 
@@ -90,39 +91,11 @@ def row_statistics(scored_logits: torch.Tensor, labels: torch.Tensor, scored_row
     return nll, tokens, hits
 
 
-def _sequence_metrics(stats: RowStatistics, data: BenchmarkData) -> dict[str, float]:
-    return {"accuracy": float((stats.right == stats.tokens).double().mean()),
-            "loss": float(stats.nll.sum() / stats.tokens.sum())}
+def kind_metrics(stats: RowStatistics, data: BenchmarkData) -> dict[str, float]:
+    """The kind's metrics of the whole benchmark (see :mod:`.items`)."""
+    return weighted_metrics(item_table(stats.nll, stats.tokens, stats.right, data), data.kind)
 
 
-def _text_metrics(stats: RowStatistics, data: BenchmarkData) -> dict[str, float]:
-    loss = float(stats.nll.sum() / stats.tokens.sum())
-    return {"accuracy": float(stats.right.sum() / stats.tokens.sum()), "loss": loss,
-            "perplexity": math.exp(min(loss, 700.0))}
-
-
-def _multiple_choice_metrics(stats: RowStatistics, data: BenchmarkData) -> dict[str, float]:
-    item, correct = data.item.cpu(), data.correct.cpu()
-    normalised = -stats.nll / data.norm_length.cpu().clamp(min=1e-9)
-    right, choice_nll = 0, 0.0
-    items = torch.unique_consecutive(item, return_counts=True)[1].tolist()
-    start = 0
-    for count in items:
-        choices = slice(start, start + count)
-        right += bool(correct[choices][int(torch.argmax(normalised[choices]))])
-        choice_nll -= float(torch.log_softmax(normalised[choices], dim=0)[correct[choices]].sum())
-        start += count
-    return {"accuracy": right / len(items),
-            "loss": float(stats.nll[correct].sum() / stats.tokens[correct].sum()),
-            "choice_loss": choice_nll / len(items)}
-
-
-KIND_METRICS: dict[str, Callable[[RowStatistics, BenchmarkData], dict[str, float]]] = {
-    "tensors": _sequence_metrics,
-    "completion": _sequence_metrics,
-    "text": _text_metrics,
-    "multiple_choice": _multiple_choice_metrics,
-}
 # What each kind's metrics function returns (objectives are checked against it before a run starts).
 KIND_METRIC_NAMES: dict[str, tuple[str, ...]] = {
     "tensors": ("accuracy", "loss"),
@@ -156,9 +129,9 @@ class eval_mode:
 
 
 @torch.inference_mode()
-def benchmark_metrics(model: nn.Module, data: BenchmarkData, batch_size: int) -> dict[str, float]:
+def benchmark_items(model: nn.Module, data: BenchmarkData, batch_size: int) -> tuple[dict[str, float], ItemScores]:
     """The plain path: full logits at every position, then the kind's metrics (the reference the fast
-    population scorer must equal)."""
+    population scorer must equal) and what the model did on each item."""
     device = next(model.parameters()).device
     stats = RowStatistics(len(data))
     with eval_mode(model):
@@ -166,7 +139,13 @@ def benchmark_metrics(model: nn.Module, data: BenchmarkData, batch_size: int) ->
             logits = model(**model_inputs(batch)).logits
             scored = logits[:, :-1][batch.labels[:, 1:] != IGNORE_INDEX]
             stats.add(batch.rows, row_statistics(scored, batch.labels))
-    return KIND_METRICS[data.kind](stats, data)
+    table = item_table(stats.nll, stats.tokens, stats.right, data)
+    return weighted_metrics(table, data.kind), item_scores(table, data.kind)
+
+
+def benchmark_metrics(model: nn.Module, data: BenchmarkData, batch_size: int) -> dict[str, float]:
+    """The plain path's metrics of ``model`` on ``data`` (see :func:`benchmark_items`)."""
+    return benchmark_items(model, data, batch_size)[0]
 
 
 @torch.inference_mode()

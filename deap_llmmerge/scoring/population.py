@@ -26,7 +26,8 @@ from ..models.engine import MergeEngine
 from ..models.parts import decoder_layers, is_layer_part
 from ..models.plans import MergePlan
 from .benchmarks import IGNORE_INDEX, Batch, BenchmarkData
-from .metrics import KIND_METRICS, Metric, RowStatistics, benchmark_metrics, model_inputs, row_statistics
+from .items import ItemScores, item_scores, item_table, weighted_metrics
+from .metrics import Metric, RowStatistics, benchmark_metrics, model_inputs, row_statistics
 from .packing import pack_choices
 
 __all__ = ["PopulationScorer", "shared_layers", "default_memory_budget"]
@@ -166,8 +167,9 @@ class PopulationScorer:
                 layers[i] = originals[i]
         return logits, captured
 
-    def _measure(self, logits_per_batch: dict[str, list[torch.Tensor]]) -> dict[str, dict[str, float]]:
-        results = {}
+    def _measure(self, logits_per_batch: dict[str, list[torch.Tensor]]) -> tuple[dict, dict[str, ItemScores]]:
+        """``({benchmark: {metric: value}}, {benchmark: per-item scores})`` from each batch's logits."""
+        results, items = {}, {}
         for name, data in self.benchmarks.items():
             batches = self.batches[name]
             if self.custom is not None:
@@ -183,13 +185,16 @@ class PopulationScorer:
                     logits[:, :-1][batch.labels[:, 1:] != IGNORE_INDEX]
                 stats.add(batch.rows, row_statistics(scored, batch.labels, batch.scored_rows,
                                                      batch.rows.stop - batch.rows.start))
-            results[name] = KIND_METRICS[data.kind](stats, data)
-        return results
+            table = item_table(stats.nll, stats.tokens, stats.right, data)
+            results[name] = weighted_metrics(table, data.kind)
+            items[name] = item_scores(table, data.kind)
+        return results, items
 
     # -- a population -----------------------------------------------------------------------------------
     @torch.inference_mode()
     def score(self, plans: Sequence[MergePlan], on_error: Callable[[int, Exception], None]) -> list:
-        """Metrics ``{benchmark: {metric: value}}`` of every plan (None where ``on_error`` was called).
+        """``(metrics, item scores)`` of every plan, ``({benchmark: {metric: value}}, {benchmark: ItemScores})``
+        (None where ``on_error`` was called).
 
         Out of memory, the batch size is halved (and kept) down to 1 and the candidate scored again.
         """
@@ -286,7 +291,7 @@ class PopulationScorer:
             if out_of_memory(exc):
                 raise
             results, problem = [], f"raise {type(exc).__name__}: {exc}"
-        for result in results:
+        for result, _ in results:
             problem = next((f"change {name}.{metric} ({result[name][metric]} vs {value})"
                             for name, metrics in plain.items() for metric, value in metrics.items()
                             if abs(result[name][metric] - value) > 1e-4 * max(1.0, abs(value))), None)

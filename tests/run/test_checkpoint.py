@@ -61,6 +61,14 @@ def test_killed_run_resumes_to_the_uninterrupted_result(config, tmp_path):
     whole, again = (json.loads((folder / "recipe.json").read_text()) for folder in (tmp_path / "whole", killed))
     assert again["halloffame"] == whole["halloffame"]
     assert (killed / "logbook.csv").read_text() == (tmp_path / "whole" / "logbook.csv").read_text()
+    import numpy as np  # every merge's per-item results survive the kill and the resume
+
+    with np.load(tmp_path / "whole" / "item_results.npz") as a, np.load(killed / "item_results.npz") as b:
+        assert sorted(a.files) == sorted(b.files) == ["benchmark/correct", "benchmark/score", "benchmark/scored"]
+        assert all(np.array_equal(a[name], b[name]) for name in a.files)
+        assert a["benchmark/scored"].all() and a["benchmark/correct"].shape == (len(whole["run"]) and
+                                                                              whole["run"]["evaluations"], 12)
+    assert again["paired"] == whole["paired"] and whole["paired"]["fitness"]
 
 
 def test_a_finished_run_cannot_be_resumed_again(config, tmp_path):
