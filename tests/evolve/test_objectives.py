@@ -75,9 +75,13 @@ def test_export_member_rebuilds_each_member_of_the_front(front_run):
     data = [BenchmarkData.coerce(torch.load(front_run / f"b{i}.pt")) for i in (0, 1)]
     from transformers import LlamaForCausalLM
 
+    from deap_llmmerge.run.runner import export_recipe
+
+    result = cli("export", front_run / "out", "--member", 0, "--output", front_run / "member0")  # as users do
+    assert result.returncode == 0, result.stderr
     for k, member in enumerate(recipe["front"]):
-        result = cli("export", front_run / "out", "--member", k, "--output", front_run / f"member{k}")
-        assert result.returncode == 0, result.stderr
+        if k:
+            export_recipe(front_run / "out", front_run / f"member{k}", member=k)
         model = LlamaForCausalLM.from_pretrained(front_run / f"member{k}").eval()
         losses = [benchmark_metrics(model, d, 32)["loss"] for d in data]
         assert losses == pytest.approx(member["fitness"], rel=1e-6)

@@ -116,14 +116,14 @@ def test_scoring_a_model_at_the_end_retries_out_of_memory_too(monkeypatch, caplo
     from deap_llmmerge.scoring import evaluator as evaluation
 
     ga = _ga(batch_size=8)
-    real = evaluation.benchmark_metrics
+    real = evaluation.benchmark_items
 
     def fitting_two(model, data, batch_size):
         if batch_size > 2:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
         return real(model, data, batch_size)
 
-    monkeypatch.setattr(evaluation, "benchmark_metrics", fitting_two)
+    monkeypatch.setattr(evaluation, "benchmark_items", fitting_two)
     model = ga.merge_layers([0] * len(ga.pool.part_names))
     assert ga.evaluate(model, tiny_benchmark(seed=3)) == pytest.approx(
         _ga(batch_size=2).evaluate(model, tiny_benchmark(seed=3)))
