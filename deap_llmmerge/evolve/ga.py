@@ -21,6 +21,7 @@ from ..scoring.cached_map import CachedMap
 from ..scoring.evaluator import Evaluator
 from ..scoring.metrics import Metric, calculate_accuracy, calculate_loss, score
 from ..scoring.settings import ScoringSettings
+from .cmaes import CMAES
 from .settings import EvolveSettings, GASettings
 from .statistics import objective_statistics
 from .toolbox import as_benchmarks, build_toolbox
@@ -92,6 +93,8 @@ class LLMMergeGA:
         objectives: Sequence[str] | None = None,
         selection: str = "tournament",
         adaptive_mutation: Mapping[str, float] | None = None,
+        algorithm: str = "ga",
+        cmaes: Mapping[str, float] | None = None,
         score_memory_mb: int | None = None,
         base_model: object | None = None,
         **genome_settings: object,
@@ -101,7 +104,7 @@ class LLMMergeGA:
                            seed=seed, patience=patience, tournament_size=tournament_size,
                            halloffame_size=halloffame_size, max_failed_share=max_failed_share,
                            adaptive_mutation=adaptive_mutation)
-        evolve = settings_from(EvolveSettings, selection=selection, ga=ga)
+        evolve = settings_from(EvolveSettings, selection=selection, ga=ga, algorithm=algorithm, cmaes=cmaes or {})
         genomes = settings_from(GenomeSettings, genome=genome, **genome_settings)
         scoring = settings_from(ScoringSettings, objectives=None if objectives is None else list(objectives),
                                 device=device, batch_size=batch_size, score_memory_mb=score_memory_mb)
@@ -159,7 +162,15 @@ class LLMMergeGA:
         self.generation = -1
         self.improved_at = 0
         self.stats = objective_statistics(self.objectives)
-        self.logbook.header = ["gen", "evals", *self.objectives, "diversity", "mutation_rate"]
+        self.cmaes = None
+        if evolve.algorithm == "cmaes":
+            if self.evaluator.family.bounds is None:
+                raise ConfigError(f"algorithm cmaes needs a genome of bounded floats (blend, methods), not "
+                                  f"{self.evaluator.family.name}")
+            log.info("CMA-ES: population_size is its lambda; crossover, mutation and elitism rates do not apply")
+            self.cmaes = CMAES(self, evolve.cmaes.sigma)
+        extra = ["sigma", "penalty"] if self.cmaes is not None else []
+        self.logbook.header = ["gen", "evals", *self.objectives, "diversity", "mutation_rate", *extra]
         for name in self.objectives:
             self.logbook.chapters[name].header = ["max", "mean", "min"]
 
@@ -220,7 +231,8 @@ class LLMMergeGA:
         diversity = self.diversity()
         self._adapt_mutation(diversity)
         self.logbook.record(gen=self.generation, evals=evaluations, diversity=diversity,
-                            mutation_rate=self.current_mutation_rate, **self.stats.compile(self.population))
+                            mutation_rate=self.current_mutation_rate, **self.stats.compile(self.population),
+                            **(self.cmaes.record() if self.cmaes is not None else {}))
         log.info("%s", self.summary())
         if self.callback is not None:
             self.callback(self, self.generation)
@@ -237,8 +249,11 @@ class LLMMergeGA:
 
     def step(self) -> None:
         """One generation. Tournament: elites pass unchanged, the rest are selected, crossed, mutated and
-        scored. NSGA-II: offspring of crowded-tournament parents, then survivors from parents + offspring."""
-        if self.selection == "nsga2":
+        scored. NSGA-II: offspring of crowded-tournament parents, then survivors from parents + offspring.
+        CMA-ES: the strategy's draws, repaired into the bounds and scored (see :mod:`.cmaes`)."""
+        if self.cmaes is not None:
+            evaluations, scored = self.cmaes.step(self)
+        elif self.selection == "nsga2":
             parents = self.toolbox.select_parents(self.population, self.population_size)
             offspring = algorithms.varAnd(parents, self.toolbox, self.crossover_rate, 1.0)
             evaluations = self._score(offspring, self.generation + 1)
@@ -259,7 +274,8 @@ class LLMMergeGA:
         if self.generation < 0:
             if self.seed is not None:
                 seed_everything(self.seed)
-            self.population = self.toolbox.population(n=self.population_size)
+            self.population = self.cmaes.first(self) if self.cmaes is not None else \
+                self.toolbox.population(n=self.population_size)
             self.generation = 0
             evaluations = self._score(self.population, 0)
             scored = list(self.population)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["GASettings", "EvolveSettings", "AdaptiveMutation"]
+__all__ = ["GASettings", "EvolveSettings", "AdaptiveMutation", "CMAESSettings"]
 
 
 class _Strict(BaseModel):
@@ -39,8 +39,25 @@ class GASettings(_Strict):
     adaptive_mutation: AdaptiveMutation | None = None
 
 
-class EvolveSettings(_Strict):
-    """``selection``: tournament (lexicographic over the objectives) or nsga2; ``ga``: :class:`GASettings`."""
+class CMAESSettings(_Strict):
+    """``sigma``: the initial step size, in gene units (most genes range over [0, 1])."""
 
+    sigma: float = Field(0.2, gt=0.0)
+
+
+class EvolveSettings(_Strict):
+    """``algorithm``: the genetic algorithm (ga) or CMA-ES (cmaes: ``population_size`` is its lambda,
+    ``max_generations`` its generations; bounded-float genomes only); ``selection``: tournament
+    (lexicographic over the objectives) or nsga2; ``ga``: :class:`GASettings`; ``cmaes``:
+    :class:`CMAESSettings`."""
+
+    algorithm: Literal["ga", "cmaes"] = "ga"
     selection: Literal["tournament", "nsga2"] = "tournament"
     ga: GASettings = GASettings()
+    cmaes: CMAESSettings = CMAESSettings()
+
+    @model_validator(mode="after")
+    def _cmaes_selects_itself(self) -> EvolveSettings:
+        if self.algorithm == "cmaes" and self.selection == "nsga2":
+            raise ValueError("selection nsga2 does not apply to algorithm cmaes (it ranks lexicographically)")
+        return self

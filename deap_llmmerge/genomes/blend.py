@@ -74,6 +74,12 @@ def mutBlend(individual: list, n_sources: int, indpb: float, sigma: float = 0.2)
     return (individual,)
 
 
+def boundsBlend(space: GenomeSpace) -> tuple[list[float], list[float], list[int]]:
+    """Every weight in [0, 1]; no integer genes."""
+    count = len(space.groups()) * space.n_sources
+    return [0.0] * count, [1.0] * count, []
+
+
 def register_operators(toolbox: base.Toolbox, space: GenomeSpace, indpb: float, swap_rate: float = 0.5) -> None:
     toolbox.register("mate", cxUniformParts, indpb=swap_rate, genes_per_part=space.n_sources)
     toolbox.register("mutate", mutBlend, n_sources=space.n_sources, indpb=indpb)
@@ -81,5 +87,5 @@ def register_operators(toolbox: base.Toolbox, space: GenomeSpace, indpb: float, 
 
 FAMILY = GenomeFamily(
     "blend", "per part, one weight per source: a linear merge per part",
-    initBlend, pureBlend, decodeBlend, register_operators,
+    initBlend, pureBlend, decodeBlend, register_operators, bounds=boundsBlend,
 )

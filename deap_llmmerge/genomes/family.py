@@ -30,3 +30,4 @@ class GenomeFamily:
     register_operators: Callable
     seeds: Callable = no_seeds
     check: Callable[[GenomeSpace], None] = no_check
+    bounds: Callable[[GenomeSpace], tuple[list, list, list]] | None = None  # floats families: low, up, int genes

@@ -228,5 +228,5 @@ def register_operators(toolbox: base.Toolbox, space: GenomeSpace, indpb: float, 
 
 FAMILY = GenomeFamily(
     "methods", "per part, a merge method's parameters (weight, density, t, ...) as bounded genes",
-    initMethods, pureMethods, decodeMethods, register_operators, seedMethods, check,
+    initMethods, pureMethods, decodeMethods, register_operators, seedMethods, check, genome_bounds,
 )

@@ -88,6 +88,7 @@ def ga_state(ga: LLMMergeGA) -> dict:
         "evaluations": ga.cached_map.evaluations,
         "mutation_rate": ga.current_mutation_rate,
         "rng": _rng_state(),
+        **({"cmaes": ga.cmaes.state()} if ga.cmaes is not None else {}),
     }
 
 
@@ -124,6 +125,8 @@ def restore_ga(ga: LLMMergeGA, state: dict) -> None:
         ga.current_mutation_rate = state["mutation_rate"]
         ga.evaluator.family.register_operators(ga.toolbox, ga.evaluator.space, state["mutation_rate"])
     _set_rng_state(state["rng"])
+    if ga.cmaes is not None and "cmaes" in state:
+        ga.cmaes.restore(state["cmaes"])
 
 
 def layout(ga: LLMMergeGA) -> dict:

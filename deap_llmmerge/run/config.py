@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..errors import ConfigError, validation_message
 from ..evolve.settings import EvolveSettings, GASettings
+from ..genomes.registry import get_family
 from ..genomes.settings import GenomeSettings
 from ..scoring.benchmarks import KINDS
 from ..scoring.objectives import SINGLE
@@ -80,6 +81,12 @@ class RunConfig(GenomeSettings, ScoringSettings, EvolveSettings):
         if isinstance(value, dict):
             return {name: {"path": item} if isinstance(item, (str, Path)) else item for name, item in value.items()}
         return value
+
+    @model_validator(mode="after")
+    def _cmaes_needs_floats(self) -> RunConfig:
+        if self.algorithm == "cmaes" and get_family(self.genome).bounds is None:
+            raise ValueError(f"algorithm cmaes needs a genome of bounded floats (blend, methods), not {self.genome}")
+        return self
 
     def benchmarks(self) -> dict[str, BenchmarkEntry]:
         return dict(self.benchmark)

@@ -107,15 +107,18 @@ def save_model(model: nn.Module, folder: Path, tokenizer_from: Path | None = Non
 
 def logbook_csv(logbook: tools.Logbook, objectives: Sequence[str]) -> str:
     """One row per generation: gen, evals, max/mean/min of every objective (over the candidates that scored;
-    failed ones are left out), the share of distinct merges, the mutation rate used next."""
+    failed ones are left out), the share of distinct merges, the mutation rate used next; CMA-ES runs add
+    its step size and the generation's mean repair penalty."""
     stats = ("max", "mean", "min")
+    extra = [name for name in ("sigma", "penalty") if logbook and name in logbook[-1]]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["gen", "evals", *(f"{name}_{stat}" for name in objectives for stat in stats),
-                     "diversity", "mutation_rate"])
+                     "diversity", "mutation_rate", *extra])
     for i, record in enumerate(logbook):
         chapters = [logbook.chapters[name][i] for name in objectives]
         writer.writerow([record["gen"], record["evals"],
                          *(repr(float(chapter[stat])) for chapter in chapters for stat in stats),
-                         repr(float(record["diversity"])), repr(float(record["mutation_rate"]))])
+                         repr(float(record["diversity"])), repr(float(record["mutation_rate"])),
+                         *(repr(float(record.get(name, 0.0))) for name in extra)])
     return out.getvalue()

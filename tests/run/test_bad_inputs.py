@@ -125,6 +125,8 @@ CASES = {
                                         "'method_options.dare_ties.normalize': expected true or false, got 1.5"),
     "misspelled method in options": (lambda w: with_options(w, {"dare-ties": {"normalize": True}}),
                                      r"unknown merge method 'dare-ties' \(did you mean 'dare_ties'\?\)"),
+    "cmaes over layer choice": (lambda w: edit_config(w, lambda c: c.update(algorithm="cmaes")),
+                                "algorithm cmaes needs a genome of bounded floats \\(blend, methods\\), not choice"),
     "not yaml": (lambda w: [(w / "bad.yaml").write_text("models: [a\n"), "run", w / "bad.yaml", "--output",
                             w / "run", "--force"][1:], "not valid YAML"),
     "not a mapping": (lambda w: [(w / "bad.yaml").write_text("- 1\n"), "run", w / "bad.yaml", "--output",

@@ -33,9 +33,7 @@ def test_a_finished_run_says_item_by_item_whether_its_best_beats_each_source_and
     import json
 
     import torch
-    from conftest import tiny_benchmark
-
-    from conftest import tiny_model
+    from conftest import tiny_benchmark, tiny_model
 
     torch.save(tiny_benchmark(seed=7), tmp_path / "held.pt")
     tiny_model("llama", 5).save_pretrained(tmp_path / "base")
