@@ -104,12 +104,12 @@ class beating:
 
 
 def _share_token(future) -> str | None:
-    """The heartbeat token of a scoring share's future (its task is ``(evaluator, genomes, (address, token))``)."""
+    """The heartbeat token of a scoring share's future (its task is ``(evaluator, plans, options)``, the
+    options' ``heartbeat`` an ``(address, token)`` pair)."""
     args = getattr(future, "args", ())
     task = args[0] if args else None
-    if isinstance(task, tuple) and len(task) == 3 and isinstance(task[2], tuple) and len(task[2]) == 2:
-        return task[2][1]
-    return None
+    beat = getattr(task[2], "heartbeat", None) if isinstance(task, tuple) and len(task) == 3 else None
+    return beat[1] if isinstance(beat, tuple) and len(beat) == 2 else None
 
 
 _FIRST_SEEN: dict[object, float] = {}

@@ -16,12 +16,13 @@ from ..errors import ConfigError, EvaluationError, settings_from
 from ..genomes import GenomeSettings
 from ..models.compatibility import CompatibilityCheck, is_compatible
 from ..models.sources import SourcePool
-from ..scoring.benchmarks import BenchmarkData
 from ..scoring.cached_map import CachedMap
 from ..scoring.evaluator import Evaluator
-from ..scoring.metrics import Metric, calculate_accuracy, calculate_loss, score
+from ..scoring.metrics import Metric, calculate_accuracy, calculate_loss
 from ..scoring.settings import ScoringSettings
+from .cheap_fitness import CheapFitness
 from .cmaes import CMAES
+from .measures import ModelMeasures
 from .settings import EvolveSettings, GASettings
 from .statistics import objective_statistics
 from .toolbox import as_benchmarks, build_toolbox
@@ -47,7 +48,7 @@ def elite_count(elitism_rate: float, population_size: int) -> int:
     return min(population_size, max(1, math.floor(elitism_rate * population_size + 0.5)))
 
 
-class LLMMergeGA:
+class LLMMergeGA(ModelMeasures):
     """Evolve merges of ``llms`` scored on ``benchmark_data``.
 
     ``mutation_rate`` is the per-gene probability of a mutation, ``crossover_rate`` the probability
@@ -96,6 +97,7 @@ class LLMMergeGA:
         algorithm: str = "ga",
         cmaes: Mapping[str, float] | None = None,
         score_memory_mb: int | None = None,
+        fitness: Mapping[str, object] | None = None,
         base_model: object | None = None,
         **genome_settings: object,
     ) -> None:
@@ -107,7 +109,8 @@ class LLMMergeGA:
         evolve = settings_from(EvolveSettings, selection=selection, ga=ga, algorithm=algorithm, cmaes=cmaes or {})
         genomes = settings_from(GenomeSettings, genome=genome, **genome_settings)
         scoring = settings_from(ScoringSettings, objectives=None if objectives is None else list(objectives),
-                                device=device, batch_size=batch_size, score_memory_mb=score_memory_mb)
+                                device=device, batch_size=batch_size, score_memory_mb=score_memory_mb,
+                                fitness=fitness or {})
         custom = calculate_accuracy is not globals()["calculate_accuracy"] or \
             calculate_loss is not globals()["calculate_loss"]
         if custom and isinstance(benchmark_data, Mapping) and "input_ids" not in benchmark_data:
@@ -162,6 +165,9 @@ class LLMMergeGA:
         self.generation = -1
         self.improved_at = 0
         self.stats = objective_statistics(self.objectives)
+        fitness = scoring.fitness
+        self.cheap = CheapFitness(fitness, settings.seed) if (fitness.anchors or fitness.per_benchmark or
+                                                               fitness.racing) else None
         self.cmaes = None
         if evolve.algorithm == "cmaes":
             if self.evaluator.family.bounds is None:
@@ -169,7 +175,8 @@ class LLMMergeGA:
                                   f"{self.evaluator.family.name}")
             log.info("CMA-ES: population_size is its lambda; crossover, mutation and elitism rates do not apply")
             self.cmaes = CMAES(self, evolve.cmaes.sigma)
-        extra = ["sigma", "penalty"] if self.cmaes is not None else []
+        extra = (["sigma", "penalty"] if self.cmaes is not None else []) + \
+            (["item_scorings", "stopped"] if self.cheap is not None else [])
         self.logbook.header = ["gen", "evals", *self.objectives, "diversity", "mutation_rate", *extra]
         for name in self.objectives:
             self.logbook.chapters[name].header = ["max", "mean", "min"]
@@ -218,21 +225,27 @@ class LLMMergeGA:
         """Hall of fame (or front), logbook and callback after a generation whose new candidates are ``scored``.
         The front sees every candidate scored, not only NSGA-II's survivors: an offspring dropped for its
         crowding distance may still dominate a member."""
+        if self.cheap is not None and self.generation == 0:
+            self.cheap.choose(self)
+        stopped = self.cached_map.stopped  # racing's stopped candidates never enter the hall of fame
+        scored = [ind for ind in scored if self.cached_map.same.key(ind) not in stopped]
+        eligible = [ind for ind in self.population if self.cached_map.same.key(ind) not in stopped]
         if self.selection == "nsga2":
             before = {id(ind) for ind in self.halloffame}
-            self.halloffame.update(scored + self.population)
+            self.halloffame.update(scored + eligible)
             if {id(ind) for ind in self.halloffame} != before:
                 self.improved_at = self.generation
         else:
             previous = self.halloffame[0].fitness.wvalues if len(self.halloffame) else None
-            self.halloffame.update(self.population)
+            self.halloffame.update(eligible)
             if previous is None or self.halloffame[0].fitness.wvalues > previous:
                 self.improved_at = self.generation
         diversity = self.diversity()
         self._adapt_mutation(diversity)
         self.logbook.record(gen=self.generation, evals=evaluations, diversity=diversity,
                             mutation_rate=self.current_mutation_rate, **self.stats.compile(self.population),
-                            **(self.cmaes.record() if self.cmaes is not None else {}))
+                            **(self.cmaes.record() if self.cmaes is not None else {}),
+                            **(self.cheap.record(self) if self.cheap is not None else {}))
         log.info("%s", self.summary())
         if self.callback is not None:
             self.callback(self, self.generation)
@@ -251,6 +264,8 @@ class LLMMergeGA:
         """One generation. Tournament: elites pass unchanged, the rest are selected, crossed, mutated and
         scored. NSGA-II: offspring of crowded-tournament parents, then survivors from parents + offspring.
         CMA-ES: the strategy's draws, repaired into the bounds and scored (see :mod:`.cmaes`)."""
+        if self.cheap is not None:
+            self.cached_map.fidelity = self.cheap.fidelity(self)
         if self.cmaes is not None:
             evaluations, scored = self.cmaes.step(self)
         elif self.selection == "nsga2":
@@ -266,6 +281,8 @@ class LLMMergeGA:
             evaluations = self._score(offspring, self.generation + 1)
             scored = offspring
             self.population[:] = elites + offspring
+        if self.cheap is not None:
+            self.cheap.check_drift(self, scored)
         self.generation += 1
         self._record(evaluations, scored)
 
@@ -287,45 +304,11 @@ class LLMMergeGA:
                 log.info("stopping early: no improvement for %d generations", self.patience)
                 break
             self.step()
+        if self.cheap is not None:
+            self.cheap.finish(self)
         return self.best
 
     def merge_layers(self, individual: Sequence) -> nn.Module:
         """The whole merged model of ``individual`` (every part, not only its layers: the original design's
         name), a copy that later evaluations do not change; ready to use or ``save_pretrained``."""
         return self.evaluator.independent_model(individual)
-
-    def evaluate(self, model: nn.Module, data: object | None = None) -> tuple[float, ...]:
-        """The objectives' values for ``model`` on the fitness data, or ``(accuracy, loss)`` on ``data``
-        when given (one benchmark, or named ones: then ``{name: (accuracy, loss)}``)."""
-        if self.custom_metrics is not None:
-            data = self.evaluator.state.benchmarks[next(iter(self.evaluator.state.benchmarks))] \
-                if data is None else BenchmarkData.coerce(data)
-            return score(model, data, self.custom_metrics, self.evaluator.state.scorer.batch_size)
-        if data is None:
-            metrics = {name: self.evaluator.measure(model, bench)
-                       for name, bench in self.evaluator.state.benchmarks.items()}
-            return tuple(metrics[o.benchmark][o.metric] for o in self.evaluator.objectives)
-        named = as_benchmarks(data)
-        device = next(model.parameters()).device
-        values = {name: self.evaluator.measure(model, bench.to(device)) for name, bench in named.items()}
-        if len(values) == 1:
-            only = next(iter(values.values()))
-            return only["accuracy"], only["loss"]
-        return {name: (v["accuracy"], v["loss"]) for name, v in values.items()}
-
-    def evaluate_accuracy(self, model: nn.Module, data: object | None = None) -> float:
-        """Accuracy of ``model`` on the (first) fitness benchmark, or on ``data``."""
-        return self._first(model, data, "accuracy")
-
-    def evaluate_loss(self, model: nn.Module, data: object | None = None) -> float:
-        """Loss of ``model`` on the (first) fitness benchmark, or on ``data``."""
-        return self._first(model, data, "loss")
-
-    def _first(self, model: nn.Module, data: object | None, metric: str) -> float:
-        if self.custom_metrics is not None:
-            return self.evaluate(model, data)[0 if metric == "accuracy" else 1]
-        if data is None:
-            benchmarks = self.evaluator.state.benchmarks
-            return self.evaluator.measure(model, benchmarks[next(iter(benchmarks))])[metric]
-        bench = BenchmarkData.coerce(data).to(next(model.parameters()).device)
-        return self.evaluator.measure(model, bench)[metric]

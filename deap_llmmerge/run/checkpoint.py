@@ -89,6 +89,7 @@ def ga_state(ga: LLMMergeGA) -> dict:
         "mutation_rate": ga.current_mutation_rate,
         "rng": _rng_state(),
         **({"cmaes": ga.cmaes.state()} if ga.cmaes is not None else {}),
+        **({"cheap_fitness": ga.cheap.state(ga)} if ga.cheap is not None else {}),
     }
 
 
@@ -127,6 +128,8 @@ def restore_ga(ga: LLMMergeGA, state: dict) -> None:
     _set_rng_state(state["rng"])
     if ga.cmaes is not None and "cmaes" in state:
         ga.cmaes.restore(state["cmaes"])
+    if ga.cheap is not None and "cheap_fitness" in state:
+        ga.cheap.restore(ga, state["cheap_fitness"])
 
 
 def layout(ga: LLMMergeGA) -> dict:

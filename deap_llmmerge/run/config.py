@@ -39,6 +39,7 @@ class BenchmarkEntry(_Strict):
     window: int = Field(128, ge=2)
     normalization: Literal["chars", "tokens"] = "chars"
     max_items: int | None = Field(None, ge=1)
+    anchors: float | None = Field(None, gt=0)  # overrides fitness.anchors for this benchmark
 
     @model_validator(mode="after")
     def _kind_known(self) -> BenchmarkEntry:
@@ -81,6 +82,15 @@ class RunConfig(GenomeSettings, ScoringSettings, EvolveSettings):
         if isinstance(value, dict):
             return {name: {"path": item} if isinstance(item, (str, Path)) else item for name, item in value.items()}
         return value
+
+    @model_validator(mode="after")
+    def _anchors_per_benchmark(self) -> RunConfig:
+        """A benchmark entry's ``anchors`` joins ``fitness.per_benchmark``, where the scoring reads it."""
+        own = {name: entry.anchors for name, entry in self.benchmark.items() if entry.anchors is not None}
+        if own:
+            fitness = self.fitness.model_copy(update={"per_benchmark": {**self.fitness.per_benchmark, **own}})
+            object.__setattr__(self, "fitness", fitness)
+        return self
 
     @model_validator(mode="after")
     def _cmaes_needs_floats(self) -> RunConfig:

@@ -108,9 +108,10 @@ def save_model(model: nn.Module, folder: Path, tokenizer_from: Path | None = Non
 def logbook_csv(logbook: tools.Logbook, objectives: Sequence[str]) -> str:
     """One row per generation: gen, evals, max/mean/min of every objective (over the candidates that scored;
     failed ones are left out), the share of distinct merges, the mutation rate used next; CMA-ES runs add
-    its step size and the generation's mean repair penalty."""
+    its step size and the generation's mean repair penalty, cheap-fitness runs the items scored and the
+    candidates racing has stopped so far."""
     stats = ("max", "mean", "min")
-    extra = [name for name in ("sigma", "penalty") if logbook and name in logbook[-1]]
+    extra = [name for name in ("sigma", "penalty", "item_scorings", "stopped") if logbook and name in logbook[-1]]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["gen", "evals", *(f"{name}_{stat}" for name in objectives for stat in stats),

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tqdm.auto import tqdm
 
 from ..distributed import chunk_count, uses_scoop
 from ..errors import InvalidGenomeError
+from .cheap import EXACT
 from .evaluator import Evaluator, score_chunk, worst_fitness
 from .items import ItemScores
 
@@ -91,6 +92,10 @@ class CachedMap:
         self.data_loads: dict[int, int] = {}
         self.last_failures: list[Failure] = []
         self.progress = False
+        self.fidelity = EXACT  # how the next calls score (set by the loop: anchors, racing)
+        self.estimated: set = set()  # merges whose fitness is an estimate (anchors, or stopped by racing)
+        self.stopped: set = set()  # merges racing stopped: never in a hall of fame
+        self.item_scorings = 0  # benchmark items scored, over all merges
 
     def remember(self, genome: list, values: tuple[float, ...]) -> None:
         key = self.same.key(genome)
@@ -103,8 +108,9 @@ class CachedMap:
         individuals = list(individuals)
         keys = [self.same.key(ind) for ind in individuals]
         fresh: dict[object, list] = {}
+        exact = self.fidelity.exact and self.fidelity.race is None
         for key, ind in zip(keys, individuals):
-            if key not in self.cache and key not in fresh:
+            if (key not in self.cache or (exact and key in self.estimated)) and key not in fresh:
                 fresh[key] = list(ind)
         for key in [key for key in fresh if isinstance(key, tuple)]:  # ("invalid", genes): no merge to score
             log.warning("invalid genome %s scored as worst", fresh[key])
@@ -116,18 +122,26 @@ class CachedMap:
         if shares and self.base_map is not map:
             self.evaluate.share(use_scoop=uses_scoop(self.base_map))
         self.last_failures = []
-        tasks = [(self.evaluate, share) for share in shares]
+        tasks = [(self.evaluate, share, self.fidelity) for share in shares]
         beats = _heartbeat_listener(self.base_map)
         if beats is not None:  # each SCOOP share says while it is scored, so a dead worker's share is re-sent
-            tasks = [(*task, (beats.address, beats.new_token())) for task in tasks]
+            tasks = [(evaluate, share, replace(fidelity, heartbeat=(beats.address, beats.new_token())))
+                     for evaluate, share, fidelity in tasks]
         results = self.base_map(score_chunk, tasks)
         bar = tqdm(total=len(todo), desc="scoring", unit="candidate", leave=False,
                    disable=False if self.progress == "always" else None) if self.progress and todo else None
         for share, share_results in zip(shares, results):
-            for key, (values, error, pid, loads, items) in zip(share, share_results):
+            for key, (values, error, pid, loads, items, status, scored) in zip(share, share_results):
                 self.cache[key] = tuple(values)
+                self.item_scorings += scored
                 if items:
                     self.items[key] = items
+                self.estimated.discard(key)
+                self.stopped.discard(key)
+                if status != "exact":
+                    self.estimated.add(key)
+                if status == "stopped":
+                    self.stopped.add(key)
                 self.genomes.setdefault(key, fresh[key])
                 self.processes.add(pid)
                 self.data_loads[pid] = loads

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -38,7 +39,8 @@ from ..models.engine import MergeEngine
 from ..models.plans import MergePlan
 from ..models.sources import SourcePool
 from .benchmarks import BenchmarkData
-from .items import ItemScores
+from .cheap import EXACT, Fidelity, ItemSets, Outcome, score_raced
+from .items import ItemScores, item_of_rows, item_scores
 from .metrics import Metric, benchmark_items
 from .objectives import Objective
 from .population import PopulationScorer, default_memory_budget
@@ -69,6 +71,7 @@ class _State:
     engine: MergeEngine
     scorer: PopulationScorer
     benchmarks: dict[str, BenchmarkData]
+    sets: ItemSets
 
 
 def _drop(token: str) -> None:
@@ -102,6 +105,8 @@ class Evaluator:
         self.savings = savings
         self.token = f"{os.getpid()}-{next(_TOKENS)}-{time.time_ns()}"
         self.data_refs = {name: DataRef(data.content_hash()) for name, data in benchmarks.items()}
+        self.items = {name: int(item_of_rows(data).max()) + 1 for name, data in benchmarks.items()}
+        self.anchors: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # per benchmark: item positions, weights
         self._plans: OrderedDict[tuple, MergePlan | InvalidGenomeError] = OrderedDict()
         _LOCAL[self.token] = (pool, dict(benchmarks))
         weakref.finalize(self, _drop, self.token)
@@ -188,7 +193,7 @@ class Evaluator:
         budget = memory * 2**20 if memory is not None else default_memory_budget(device)
         scorer = PopulationScorer(engine, benchmarks, self.scoring.batch_size, budget, self.metrics, self.savings)
         scorer.check_savings(self.family.decode(self.family.pure(list, 0, self.space), self.space))
-        return _State(pool, engine, scorer, benchmarks)
+        return _State(pool, engine, scorer, benchmarks, ItemSets(scorer))
 
     # -- scoring -------------------------------------------------------------------------------------------
     def decode(self, genome: Sequence) -> MergePlan:
@@ -217,25 +222,44 @@ class Evaluator:
             return worst_fitness(self.weights)
         return values
 
-    def score_plans(self, plans: Sequence[MergePlan]) -> list[tuple[tuple[float, ...], str | None, dict]]:
-        """``(fitness, error or None, {benchmark: ItemScores})`` of each plan, scored at once (shared
-        prefixes). A plan the engine refuses gets the worst fitness with a warning; any other failure also
-        travels as text; neither has item scores."""
+    def score_plans(self, plans: Sequence[MergePlan], fidelity: Fidelity = EXACT) -> list[tuple]:
+        """``(fitness, error or None, {benchmark: ItemScores}, status, items scored)`` of each plan, scored at
+        once (shared prefixes) at ``fidelity`` (:mod:`.cheap`); ``status`` is ``exact`` (every item),
+        ``estimate`` (anchors, or racing to the end of them) or ``stopped`` (racing). Only exact scores keep
+        item scores. A plan the engine refuses gets the worst fitness with a warning; any other failure also
+        travels as text."""
         results: list = [None] * len(plans)
 
         def failed(index: int, exc: Exception) -> None:
             if isinstance(exc, InvalidGenomeError):
                 log.warning("invalid merge scored as worst: %s", exc)
-                results[index] = (worst_fitness(self.weights), None, {})
+                results[index] = (worst_fitness(self.weights), None, {}, "exact", 0)
                 return
             text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            results[index] = (worst_fitness(self.weights), f"{type(exc).__name__}: {exc}\n{text}", {})
+            results[index] = (worst_fitness(self.weights), f"{type(exc).__name__}: {exc}\n{text}", {}, "exact", 0)
 
-        if plans:
-            for index, outcome in enumerate(self.state.scorer.score(plans, failed)):
-                if outcome is not None:
-                    metrics, items = outcome
-                    results[index] = (self.fitness(metrics, plans[index]), None, items)
+        if not plans:
+            return results
+        state = self.state
+        everything = sum(self.items.values())
+        chosen = None if fidelity.exact or not self.anchors else self.anchors
+        if fidelity.race is not None:
+            signs = [1.0 if w > 0 else -1.0 for w in self.weights]
+            chosen = chosen or {name: (np.arange(n), np.ones(n)) for name, n in self.items.items()}
+            outcomes = score_raced(plans, state.sets, chosen, fidelity.race, self.objectives, signs, failed)
+        else:
+            scorer = state.scorer if chosen is None else state.sets.scorer(chosen)
+            count = everything if chosen is None else sum(len(items) for items, _ in chosen.values())
+            outcomes = [None if found is None else Outcome(found[0], found[1], count)
+                        for found in scorer.score(plans, failed)]
+        for index, outcome in enumerate(outcomes):
+            if outcome is None:
+                continue
+            exact = outcome.scored == everything and not outcome.stopped
+            kinds = {name: data.kind for name, data in state.benchmarks.items()}
+            items = {name: item_scores(table, kinds[name]) for name, table in outcome.tables.items()} if exact else {}
+            status = "exact" if exact else "stopped" if outcome.stopped else "estimate"
+            results[index] = (self.fitness(outcome.metrics, plans[index]), None, items, status, outcome.scored)
         return results
 
     def __call__(self, genome: Sequence) -> tuple[float, ...]:
@@ -244,7 +268,7 @@ class Evaluator:
         except InvalidGenomeError as exc:
             log.warning("invalid genome %s scored as worst: %s", list(genome), exc)
             return worst_fitness(self.weights)
-        values, error, _ = self.score_plans([plan])[0]
+        values, error, *_ = self.score_plans([plan])[0]
         if error is not None:
             raise RuntimeError(error.splitlines()[0])
         return values
@@ -285,17 +309,19 @@ def _fetch(ref: DataRef) -> BenchmarkData:
     return _DATA[ref.digest]
 
 
-def score_chunk(task: tuple) -> list[tuple[tuple[float, ...], str | None, int, int, dict]]:
-    """Score a share of the population where the map runs it: ``task`` is ``(evaluator, plans)``, or with
-    ``(address, token)`` where to say, while it is scored, that it is (see
-    :mod:`~deap_llmmerge.distributed.heartbeats`). Per plan ``(fitness, error, process id, benchmark transfers
-    received by that process, {benchmark: ItemScores})``. Any failure gives the worst fitness and travels back
-    as text with the worker's traceback."""
-    evaluator, plans, *beat = task
+def score_chunk(task: tuple) -> list[tuple]:
+    """Score a share of the population where the map runs it: ``task`` is ``(evaluator, plans)`` or
+    ``(evaluator, plans, fidelity)`` (:class:`~.cheap.Fidelity`: anchors, racing, and where to say, while the
+    share is scored, that it is: :mod:`~deap_llmmerge.distributed.heartbeats`). Per plan ``(fitness, error,
+    process id, benchmark transfers received by that process, {benchmark: ItemScores}, status, items
+    scored)``. Any failure gives the worst fitness and travels back as text with the worker's traceback."""
+    evaluator, plans, *rest = task
+    fidelity = rest[0] if rest else EXACT
     try:
-        with beating(*(beat[0] if beat else (None, None))):
-            results = evaluator.score_plans(plans)
+        with beating(*(fidelity.heartbeat or (None, None))):
+            results = evaluator.score_plans(plans, fidelity)
     except Exception as exc:  # a worker must survive a state that cannot be built
         text = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
-        results = [(worst_fitness(evaluator.weights), text, {})] * len(plans)
-    return [(values, error, os.getpid(), DATA_LOADS["count"], items) for values, error, items in results]
+        results = [(worst_fitness(evaluator.weights), text, {}, "exact", 0)] * len(plans)
+    return [(values, error, os.getpid(), DATA_LOADS["count"], items, status, scored)
+            for values, error, items, status, scored in results]

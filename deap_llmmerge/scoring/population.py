@@ -26,7 +26,7 @@ from ..models.engine import MergeEngine
 from ..models.parts import decoder_layers, is_layer_part
 from ..models.plans import MergePlan
 from .benchmarks import IGNORE_INDEX, Batch, BenchmarkData
-from .items import ItemScores, item_scores, item_table, weighted_metrics
+from .items import item_table, weighted_metrics
 from .metrics import Metric, RowStatistics, benchmark_metrics, model_inputs, row_statistics
 from .packing import pack_choices
 
@@ -95,9 +95,11 @@ class PopulationScorer:
     """
 
     def __init__(self, engine: MergeEngine, benchmarks: dict[str, BenchmarkData], batch_size: int,
-                 memory_budget: int, metrics: dict[str, Metric] | None = None, savings: bool = True) -> None:
+                 memory_budget: int, metrics: dict[str, Metric] | None = None, savings: bool = True,
+                 weights: dict[str, torch.Tensor] | None = None) -> None:
         self.engine = engine
         self.benchmarks = benchmarks
+        self.weights = weights or {}  # per benchmark, one weight per item (anchors); default 1
         self.memory_budget = memory_budget
         self.custom = metrics
         self.prefix_sharing = savings
@@ -167,9 +169,10 @@ class PopulationScorer:
                 layers[i] = originals[i]
         return logits, captured
 
-    def _measure(self, logits_per_batch: dict[str, list[torch.Tensor]]) -> tuple[dict, dict[str, ItemScores]]:
-        """``({benchmark: {metric: value}}, {benchmark: per-item scores})`` from each batch's logits."""
-        results, items = {}, {}
+    def _measure(self, logits_per_batch: dict[str, list[torch.Tensor]]) -> tuple[dict, dict[str, dict]]:
+        """``({benchmark: {metric: value}}, {benchmark: item table})`` from each batch's logits (see
+        :mod:`.items`; custom metrics have no table)."""
+        results, tables = {}, {}
         for name, data in self.benchmarks.items():
             batches = self.batches[name]
             if self.custom is not None:
@@ -185,15 +188,14 @@ class PopulationScorer:
                     logits[:, :-1][batch.labels[:, 1:] != IGNORE_INDEX]
                 stats.add(batch.rows, row_statistics(scored, batch.labels, batch.scored_rows,
                                                      batch.rows.stop - batch.rows.start))
-            table = item_table(stats.nll, stats.tokens, stats.right, data)
-            results[name] = weighted_metrics(table, data.kind)
-            items[name] = item_scores(table, data.kind)
-        return results, items
+            tables[name] = item_table(stats.nll, stats.tokens, stats.right, data)
+            results[name] = weighted_metrics(tables[name], data.kind, self.weights.get(name))
+        return results, tables
 
     # -- a population -----------------------------------------------------------------------------------
     @torch.inference_mode()
     def score(self, plans: Sequence[MergePlan], on_error: Callable[[int, Exception], None]) -> list:
-        """``(metrics, item scores)`` of every plan, ``({benchmark: {metric: value}}, {benchmark: ItemScores})``
+        """``(metrics, item tables)`` of every plan, ``({benchmark: {metric: value}}, {benchmark: table})``
         (None where ``on_error`` was called).
 
         Out of memory, the batch size is halved (and kept) down to 1 and the candidate scored again.

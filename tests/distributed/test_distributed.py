@@ -23,7 +23,7 @@ def run_folder(tmp_path_factory, saved_llamas):
     (folder / "failing").mkdir()
     (folder / "failing" / "sitecustomize.py").write_text(
         "from deap_llmmerge.scoring import evaluator as evaluation\n"
-        "def fail(self, genomes):\n"
+        "def fail(self, plans, fidelity=None):\n"
         "    raise RuntimeError('simulated failure in a worker')\n"
         "evaluation.Evaluator.score_plans = fail\n")
     config = {"models": [str(p) for p in saved_llamas], "benchmark": "bench.pt",
@@ -119,12 +119,12 @@ import os, time
 import scoop
 from deap_llmmerge.scoring import evaluator as evaluation
 score_plans = evaluation.Evaluator.score_plans
-def noted_score_plans(self, genomes):
+def noted_score_plans(self, genomes, *options):
     with open(os.environ["DEAP_LLMMERGE_TEST_SHARES"], "a") as log:
         log.write(f"{os.getpid()} {len(genomes)}\\n")
     if not getattr(scoop, "IS_ORIGIN", True):
         time.sleep(float(os.environ["DEAP_LLMMERGE_TEST_SLOW"]) * len(genomes))
-    return score_plans(self, genomes)
+    return score_plans(self, genomes, *options)
 evaluation.Evaluator.score_plans = noted_score_plans
 """
 

@@ -47,7 +47,7 @@ def test_identical_genomes_are_scored_once():
 
     def counting_map(func, tasks):
         tasks = list(tasks)
-        calls.extend(plan for _, plans in tasks for plan in plans)  # tasks carry decoded plans
+        calls.extend(plan for _, plans, _ in tasks for plan in plans)  # tasks carry decoded plans
         return map(func, tasks)
 
     ga.cached_map.base_map = counting_map

@@ -1,0 +1,73 @@
+"""Cheap fitness in the loop: anchors after generation 0, racing that never lets a stopped candidate into the
+hall of fame, exact figures at the end, and an exact resume."""
+
+import json
+
+import pytest
+from conftest import tiny_benchmark, tiny_model
+
+from deap_llmmerge import LLMMergeGA
+from deap_llmmerge.run.checkpoint import ga_state, restore_ga
+
+
+SOURCES = [tiny_model("llama", 1), tiny_model("llama", 2), tiny_model("llama", 3)]
+
+
+def imitation(teacher, n=48, length=10):
+    """Random sequences labeled with ``teacher``'s greedy predictions: merges far from it score far worse."""
+    import torch
+
+    ids = tiny_benchmark(n=n, length=length, seed=4)["input_ids"]
+    with torch.no_grad():
+        predicted = teacher(input_ids=ids).logits.argmax(-1)
+    labels = torch.full_like(ids, -100)
+    labels[:, 1:] = predicted[:, :-1]
+    return {"input_ids": ids, "labels": labels}
+
+
+DATA = imitation(SOURCES[0])
+
+
+def _ga(generations=4, selection="tournament", callback=None, **fitness):
+    return LLMMergeGA(SOURCES, DATA, population_size=8, max_generations=generations, genome="blend", seed=1,
+                      selection=selection, objectives=["loss", "accuracy"], fitness=fitness, mutation_rate=0.3,
+                      callback=callback)
+
+
+def test_anchors_score_later_generations_on_a_few_items_and_the_hall_of_fame_exactly():
+    ga = _ga(anchors=0.25)
+    ga.run()
+    anchors, weights = ga.evaluator.anchors["benchmark"]
+    assert len(anchors) == 12 and weights.sum() == pytest.approx(48)
+    scorings = [record["item_scorings"] for record in ga.logbook]
+    assert scorings[0] == 8 * 48 and all(s < 8 * 48 for s in scorings[1:])
+    for member in ga.halloffame:  # exact: the whole benchmark's figures
+        key = ga.cached_map.same.key(member)
+        assert key not in ga.cached_map.estimated
+        assert member.fitness.values == pytest.approx(ga.evaluate(ga.merge_layers(member)))
+
+
+@pytest.mark.parametrize("selection", ["tournament", "nsga2"])
+def test_racing_stops_candidates_and_none_of_them_enters_the_hall_of_fame(selection):
+    ga = _ga(6, selection, racing=True)
+    ga.run()
+    stopped = ga.cached_map.stopped
+    assert stopped, "racing stopped nothing"
+    assert not {ga.cached_map.same.key(member) for member in ga.halloffame} & stopped
+    assert sum(record["item_scorings"] for record in ga.logbook) < ga.cached_map.evaluations * 48
+
+
+def test_a_resumed_cheap_run_ends_as_the_uninterrupted_one():
+    saved = {}
+
+    def checkpoint(ga, generation):  # what the run writes after each generation
+        saved[generation] = json.dumps(ga_state(ga))
+
+    whole = _ga(5, callback=checkpoint, anchors=12, racing=True)
+    whole.run()
+    resumed = _ga(5, anchors=12, racing=True)
+    restore_ga(resumed, json.loads(saved[2]))
+    resumed.run()
+    assert [(list(m), m.fitness.values) for m in resumed.halloffame] == \
+        [(list(m), m.fitness.values) for m in whole.halloffame]
+    assert list(resumed.logbook) == list(whole.logbook)

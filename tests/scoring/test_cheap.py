@@ -1,0 +1,52 @@
+"""Anchors and racing: the estimates and bounds they rest on, against hand-computed cases."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from deap_llmmerge.scoring.anchors import anchor_count, choose_anchors
+from deap_llmmerge.scoring.cheap import Race, estimate
+from deap_llmmerge.scoring.items import weighted_metrics
+
+
+def test_anchors_of_a_synthetic_response_matrix_give_the_hand_computed_estimate():
+    # 10 items in two kinds: items 0-5 every candidate gets right (score 2), items 6-9 none does (score -2);
+    # item 4 and item 8 are the most typical of their kind (exactly at the centre)
+    correct = np.array([[1, 1, 1, 1, 1, 1, 0, 0, 0, 0]] * 3, dtype=float)
+    score = np.array([[2.1, 1.9, 2.2, 1.8, 2.0, 2.0, -2.1, -1.9, -2.0, -2.0]] * 3)
+    score[:, 5] = 2.0
+    anchors, weights = choose_anchors(correct, score, 2, seed=0)
+    assert len(anchors) == 2 and set(anchors[:1]) <= {4, 5} and set(anchors[1:]) <= {8, 9}
+    assert weights.tolist() == [0.6, 0.4]
+    # a new candidate right on the first anchor only: estimated accuracy 0.6 (by hand: 1 * 0.6 + 0 * 0.4)
+    new = np.zeros(10)
+    new[anchors[0]] = 1.0
+    table = {"nll": torch.zeros(2, dtype=torch.float64), "tokens": torch.ones(2, dtype=torch.float64),
+             "correct": torch.as_tensor(new[anchors])}
+    assert weighted_metrics(table, "tensors", torch.as_tensor(weights * 10))["accuracy"] == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize(("setting", "items", "count"), [(50, 500, 50), (0.1, 500, 50), (0.1, 4, 1), (900, 500, 500)])
+def test_anchor_counts_are_items_or_a_share(setting, items, count):
+    assert anchor_count(setting, items) == count
+
+
+def test_estimates_and_standard_errors_by_hand():
+    table = {"correct": torch.tensor([1.0, 0.0, 1.0, 1.0], dtype=torch.float64),
+             "nll": torch.tensor([2.0, 4.0, 2.0, 0.0], dtype=torch.float64),
+             "tokens": torch.tensor([1.0, 2.0, 1.0, 0.0], dtype=torch.float64) + 1,
+             "choice_nll": torch.tensor([0.5, 1.5, 0.5, 0.5], dtype=torch.float64)}
+    ones = torch.ones(4, dtype=torch.float64)
+    mean, error = estimate(table, "multiple_choice", "accuracy", ones)
+    assert mean == 0.75 and error == pytest.approx(math.sqrt(3 * 0.25 ** 2 + 0.75 ** 2) / 4)
+    loss, error = estimate(table, "tensors", "loss", ones)  # 8 nats over 8 tokens
+    assert loss == 1.0 and error == pytest.approx(math.sqrt(0 + 1 + 0 + 1) / 8)
+
+
+def test_a_race_stops_what_cannot_enter_the_elites_or_the_front():
+    elites = Race("lexicographic", ((0.5, -2.0),))
+    assert elites.stops((0.4, -1.0)) and not elites.stops((0.5, -1.0)) and not elites.stops((0.6, -9.0))
+    front = Race("dominance", ((0.5, -2.0), (0.3, -1.0)))
+    assert front.stops((0.4, -2.5)) and not front.stops((0.6, -3.0)) and not front.stops((0.3, -1.0))
