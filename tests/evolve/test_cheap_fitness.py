@@ -9,7 +9,6 @@ from conftest import tiny_benchmark, tiny_model
 from deap_llmmerge import LLMMergeGA
 from deap_llmmerge.run.checkpoint import ga_state, restore_ga
 
-
 SOURCES = [tiny_model("llama", 1), tiny_model("llama", 2), tiny_model("llama", 3)]
 
 
