@@ -112,6 +112,17 @@ def tiny_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=model, unk_token="<unk>", pad_token="<pad>", bos_token="<bos>")
 
 
+SLOW = ("run", "distributed", "experiments")  # the folders whose tests start processes (CLI, SCOOP, pools)
+
+
+def pytest_collection_modifyitems(items):
+    """``-m "not slow"`` (``make test-fast``) leaves out the tests that start processes: the rest is the core."""
+    for item in items:
+        parts = Path(str(item.fspath)).relative_to(TESTS).parts
+        if parts[0] in SLOW or "scoop" in item.name or "pool" in item.name or item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(params=ARCHITECTURES)
 def arch(request) -> str:
     return request.param

@@ -19,7 +19,7 @@ from ..models.sources import SourcePool
 from ..scoring.cached_map import CachedMap
 from ..scoring.evaluator import Evaluator
 from ..scoring.metrics import Metric, calculate_accuracy, calculate_loss
-from ..scoring.settings import ScoringSettings
+from ..scoring.settings import ScoringSettings, objectives_setting
 from .cheap_fitness import CheapFitness
 from .cmaes import CMAES
 from .measures import ModelMeasures
@@ -91,7 +91,7 @@ class LLMMergeGA(ModelMeasures):
         map: Callable = map,
         callback: GenerationCallback | None = None,
         trust_remote_code: bool = False,
-        objectives: Sequence[str] | None = None,
+        objectives: Sequence[str | Mapping] | Mapping | None = None,
         selection: str = "tournament",
         adaptive_mutation: Mapping[str, float] | None = None,
         algorithm: str = "ga",
@@ -108,7 +108,7 @@ class LLMMergeGA(ModelMeasures):
                            adaptive_mutation=adaptive_mutation)
         evolve = settings_from(EvolveSettings, selection=selection, ga=ga, algorithm=algorithm, cmaes=cmaes or {})
         genomes = settings_from(GenomeSettings, genome=genome, **genome_settings)
-        scoring = settings_from(ScoringSettings, objectives=None if objectives is None else list(objectives),
+        scoring = settings_from(ScoringSettings, objectives=objectives_setting(objectives),
                                 device=device, batch_size=batch_size, score_memory_mb=score_memory_mb,
                                 fitness=fitness or {})
         custom = calculate_accuracy is not globals()["calculate_accuracy"] or \

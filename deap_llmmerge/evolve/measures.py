@@ -25,7 +25,7 @@ class ModelMeasures:
         if data is None:
             metrics = {name: self.evaluator.measure(model, bench)
                        for name, bench in self.evaluator.state.benchmarks.items()}
-            return tuple(metrics[o.benchmark][o.metric] for o in self.evaluator.objectives)
+            return tuple(o.value(metrics) for o in self.evaluator.objectives)
         named = as_benchmarks(data)
         device = next(model.parameters()).device
         values = {name: self.evaluator.measure(model, bench.to(device)) for name, bench in named.items()}

@@ -20,7 +20,7 @@ from ..scoring.cached_map import CachedMap
 from ..scoring.evaluator import Evaluator
 from ..scoring.metrics import KIND_METRIC_NAMES, Metric
 from ..scoring.objectives import SINGLE, Objective, parse_objectives
-from ..scoring.settings import ScoringSettings
+from ..scoring.settings import ScoringSettings, objectives_setting
 from .selection import selParetoTournament
 from .settings import EvolveSettings
 
@@ -121,7 +121,7 @@ def make_toolbox(
     *,
     device: str = "cpu",
     batch_size: int = 32,
-    objectives: Sequence[str] | None = None,
+    objectives: Sequence[str | Mapping] | Mapping | None = None,
     score_memory_mb: int | None = None,
     selection: str = "tournament",
     seed: int = 0,
@@ -142,7 +142,7 @@ def make_toolbox(
     evolve = settings_from(EvolveSettings, selection=selection, ga={"seed": seed, "mutation_rate": mutation_rate,
                                                                     "tournament_size": tournament_size})
     genomes = settings_from(GenomeSettings, genome=genome, **settings)
-    scoring = settings_from(ScoringSettings, objectives=None if objectives is None else list(objectives),
+    scoring = settings_from(ScoringSettings, objectives=objectives_setting(objectives),
                             device=device, batch_size=batch_size, score_memory_mb=score_memory_mb)
     pool = sources if isinstance(sources, SourcePool) else \
         SourcePool(sources, compatible, trust_remote_code=trust_remote_code, base=base_model)

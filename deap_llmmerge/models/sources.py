@@ -1,9 +1,8 @@
-"""The per-process pool of every source model's weights, addressed by (source, part, name in part).
-
-Folders of safetensors (or of PyTorch ``.bin`` files) are memory-mapped; model objects are used as they are,
-without a copy. The first source defines the part layout; every other source (and the base model of
-task-vector methods, when it is not one of the sources) is checked against it so that the pure genome of
-each source is that source.
+"""The per-process pool of every source model's weights, addressed by (source, part, name in part). Folders of
+safetensors (or of PyTorch ``.bin`` files) are memory-mapped; model objects are used as they are, without a
+copy; PEFT adapter folders are merged into their base model on load (:mod:`.adapters`). The first source
+defines the part layout; every other source (and the base model of task-vector methods, when it is not one of
+the sources) is checked against it so that the pure genome of each source is that source.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from torch import nn
 from ..devices import available_memory
 from ..errors import IncompatibleModelsError, SourceModelError
 from ..methods.inputs import DerivedCache
+from .adapters import with_adapter_merged
 from .compatibility import CompatibilityCheck, config_difference, first_mismatch, is_compatible, names_difference
 from .loading import Source, as_source, load_config, load_model, map_weights, meta_parameter_names, weight_files
 from .parts import LayerLayout, decoder_layers, split_parts
@@ -51,7 +51,9 @@ class SourcePool:
     ) -> None:
         if len(sources) < 2:
             raise SourceModelError(f"need at least 2 source models to merge, got {len(sources)}")
-        self.sources = [as_source(item, i) for i, item in enumerate(sources)]
+        base_path = None if base is None else as_source(base, len(sources)).path
+        self.sources = [with_adapter_merged(as_source(item, i), base_path, trust_remote_code)
+                        for i, item in enumerate(sources)]
         self.trust_remote_code = trust_remote_code
         entries = list(self.sources)
         self.base_index = 0
@@ -192,6 +194,12 @@ class SourcePool:
     def _check(self, index: int, compatible: CompatibilityCheck) -> None:
         """Layer count, the config fields that change the computation, parameter names both ways, part
         shapes (and the user's rule)."""
+        kinds = [getattr(self.configs[i], "model_type", None) for i in (index, 0)]
+        if None not in kinds and kinds[0] != kinds[1]:
+            where = [f" at {e.path}" if e.path is not None else "" for e in (self.entries[index], self.entries[0])]
+            raise IncompatibleModelsError(f"{self.name(index)}{where[0]} is a {kinds[0]} model, {self.name(0)}"
+                                          f"{where[1]} a {kinds[1]} ({kinds[0]} vs {kinds[1]}): merged sources "
+                                          "share one architecture")
         ours, theirs = self._layer_count(0), self._layer_count(index)
         if theirs != ours:
             raise IncompatibleModelsError(

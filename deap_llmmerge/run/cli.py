@@ -56,7 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", parents=[quiet], help="rebuild a merged model from a recipe.json")
     export.add_argument("recipe", type=Path, help="a run's recipe.json, or the run folder holding it")
     export.add_argument("--output", type=Path, required=True, help="folder for the merged model (must not exist)")
-    export.add_argument("--member", type=int, help="member K of the recipe's Pareto front (NSGA-II runs)")
+    export.add_argument("--member", type=int, help="member K (from 0, best first) of the recipe's Pareto front "
+                        "(NSGA-II runs) or hall of fame (tournament runs)")
+    export.add_argument("--models-from", type=Path, metavar="DIR",
+                        help="the folder that holds the sources now, if they moved (each found by its name)")
     export.add_argument("--no-hash-check", action="store_true", help="skip the check that sources are unchanged")
     export.add_argument("--trust-remote-code", action="store_true",
                         help="run the source models' own code (never done on a recipe's word alone)")
@@ -139,7 +142,7 @@ def _run(args: argparse.Namespace, base_map: Callable | None) -> None:
             try:
                 progress = "always" if os.environ.get(PROGRESS_ENV) == "1" else not args.quiet
                 result = run_config(config, output, base_map, resume=args.resume, force=args.force,
-                                    progress=progress and not args.quiet)
+                                    progress=False if args.quiet else progress)
             finally:
                 if isinstance(base_map, PoolMap):
                     base_map.terminate()
@@ -155,11 +158,14 @@ def _run(args: argparse.Namespace, base_map: Callable | None) -> None:
 
 
 def _export(args: argparse.Namespace, base_map: Callable | None) -> None:
-    from .runner import export_recipe
+    from .export import export_recipe, read_member
 
     written = export_recipe(args.recipe, args.output, check_hashes=not args.no_hash_check, member=args.member,
-                            trust_remote_code=args.trust_remote_code)
-    print(f"wrote {written}")
+                            trust_remote_code=args.trust_remote_code, models_from=args.models_from)
+    _, recipe, chosen = read_member(args.recipe, args.member)
+    which = "the best" if args.member is None else f"member {args.member}"
+    fitness = dict(zip(recipe.get("objectives", []), chosen.get("fitness") or []))
+    print(f"{which}: fitness {_rounded(fitness)}\nwrote {written}")
 
 
 def _data(args: argparse.Namespace, base_map: Callable | None) -> None:

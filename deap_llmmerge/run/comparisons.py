@@ -8,7 +8,7 @@ from ..evolve.ga import LLMMergeGA
 from ..scoring.benchmarks import BenchmarkData
 from ..scoring.paired import compare
 
-__all__ = ["references", "compare_with_references"]
+__all__ = ["references", "compare_with_references", "no_merge"]
 
 
 def references(ga: LLMMergeGA, best: list) -> dict[str, list]:
@@ -25,6 +25,15 @@ def references(ga: LLMMergeGA, best: list) -> dict[str, list]:
             seen.add(key)
             distinct[label] = genome
     return distinct
+
+
+def no_merge(ga: LLMMergeGA, best: list) -> str | None:
+    """What the best candidate is when it is no merge at all: a pure source or a seeded recipe (its label)."""
+    key = ga.cached_map.same.key(best)
+    found = {f"source {k} ({source.name})": ga.toolbox.pure(source=k) for k, source in enumerate(ga.pool.sources)}
+    for genome in ga.evaluator.family.seeds(list, ga.evaluator.space):
+        found.setdefault("the seeded default recipe", genome)
+    return next((label for label, genome in found.items() if ga.cached_map.same.key(genome) == key), None)
 
 
 def compare_with_references(ga: LLMMergeGA, best: list, validation: dict[str, BenchmarkData]) -> tuple[dict, dict]:

@@ -14,7 +14,7 @@ from ..evolve.settings import EvolveSettings, GASettings
 from ..genomes.registry import get_family
 from ..genomes.settings import GenomeSettings
 from ..scoring.benchmarks import KINDS
-from ..scoring.objectives import SINGLE
+from ..scoring.objectives import SINGLE, parse_objectives
 from ..scoring.settings import ScoringSettings
 
 __all__ = ["ModelEntry", "BenchmarkEntry", "GASettings", "RunConfig", "load_config"]
@@ -40,6 +40,7 @@ class BenchmarkEntry(_Strict):
     normalization: Literal["chars", "tokens"] = "chars"
     max_items: int | None = Field(None, ge=1)
     anchors: float | None = Field(None, gt=0)  # overrides fitness.anchors for this benchmark
+    fields: dict[Literal["context", "choices", "answer"], str] = {}  # multiple choice: the rows' own key names
 
     @model_validator(mode="after")
     def _kind_known(self) -> BenchmarkEntry:
@@ -63,6 +64,7 @@ class RunConfig(GenomeSettings, ScoringSettings, EvolveSettings):
     validation: dict[str, BenchmarkEntry] | None = None
     tokenizer: Path | None = None
     trust_remote_code: bool = False
+    output_dtype: Literal["bfloat16", "float16", "float32"] | None = None  # saved models' dtype (default: the sources')
 
     @field_validator("models", mode="before")
     @classmethod
@@ -90,6 +92,14 @@ class RunConfig(GenomeSettings, ScoringSettings, EvolveSettings):
         if own:
             fitness = self.fitness.model_copy(update={"per_benchmark": {**self.fitness.per_benchmark, **own}})
             object.__setattr__(self, "fitness", fitness)
+        return self
+
+    @model_validator(mode="after")
+    def _objectives_name_benchmarks(self) -> RunConfig:
+        try:
+            parse_objectives(self.objectives, list(self.benchmark))
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         return self
 
     @model_validator(mode="after")

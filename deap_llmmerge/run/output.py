@@ -35,8 +35,13 @@ def prepare_output_dir(path: Path, force: bool = False) -> Path:
         raise LLMMergeError(f"output path {path} exists and is not a directory")
     if path.exists() and any(path.iterdir()):
         if not force:
-            raise LLMMergeError(f"output directory {path} exists and is not empty; use --resume to continue "
-                                "its run or --force to start a new one there")
+            if (path / "checkpoint.json").is_file() and not (path / "recipe.json").is_file():
+                advice = "it holds an unfinished run: --resume continues it, --force starts a new one there"
+            elif (path / "recipe.json").is_file():
+                advice = "it holds a finished run: choose another --output, or --force to replace that run"
+            else:
+                advice = "choose another --output, or --force to start a run there (other files are left alone)"
+            raise LLMMergeError(f"output directory {path} exists and is not empty; {advice}")
         for name in RUN_FILES:
             old = path / name
             if old.is_dir():
@@ -79,8 +84,10 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-def save_model(model: nn.Module, folder: Path, tokenizer_from: Path | None = None, replace: bool = False) -> None:
-    """``save_pretrained`` into a temporary folder, copy the tokenizer files, then rename it to ``folder``.
+def save_model(model: nn.Module, folder: Path, tokenizer_from: Path | None = None, replace: bool = False,
+               files: dict[str, str] | None = None) -> None:
+    """``save_pretrained`` into a temporary folder, copy the tokenizer files, write ``files`` (name -> text:
+    the model card), then rename it to ``folder``.
 
     An existing ``folder`` is refused, or with ``replace`` swapped out only once the new one is complete.
     """
@@ -89,6 +96,8 @@ def save_model(model: nn.Module, folder: Path, tokenizer_from: Path | None = Non
     temporary = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
         model.save_pretrained(temporary)
+        for name, text in (files or {}).items():
+            (temporary / name).write_text(text)
         if tokenizer_from is not None and tokenizer_from.is_dir():
             for name in TOKENIZER_FILES:
                 if (tokenizer_from / name).is_file():

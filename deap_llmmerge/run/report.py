@@ -1,7 +1,8 @@
 """``deap-llmmerge report DIR``: PNG plots of a run, finished or stopped, from its checkpoint and logbook.
 
 - ``objectives.png``: max / mean / min of every objective by generation;
-- ``pareto.png``: every candidate scored, the first objective against the second, and their Pareto front;
+- ``pareto.png``: every candidate scored, one panel per pair of objectives (the first four), the hall-of-fame or
+  front members labelled with the number ``export --member`` takes (from 0, best first);
 - ``sources.png``: what each part of the hall-of-fame (or Pareto-front) merges takes from each source: a
   categorical map for layer choice; for weights, one diverging colour scale with the weight written in each
   cell (two sources) or one row per source and member (more); ``sources.json`` holds the drawn numbers;
@@ -57,17 +58,35 @@ def _objectives(plt, rows: list[dict], objectives: list[str], path: Path, title:
     plt.close(figure)
 
 
-def _pareto(plt, points: list[tuple], names: list[str], weights: list[float], path: Path, title: str) -> bool:
-    points = [p[:2] for p in points if len(p) >= 2 and all(map(math.isfinite, p[:2]))]
-    if len(points) < 2:
+def _pareto(plt, points: list[tuple], members: list[tuple | None], names: list[str], weights: list[float],
+            path: Path, title: str) -> bool:
+    """Every scored candidate, one panel per pair of objectives (the first four), the members labelled with
+    the number ``export --member`` takes; two objectives also draw their front as a line."""
+    k = len(names)
+    points = [p for p in points if len(p) == k and all(map(math.isfinite, p))]
+    if k < 2 or len(points) < 2:
         return False
-    front = pareto_front(points, tuple(weights[:2]))
-    figure, axis = plt.subplots(figsize=(5.5, 4))
-    axis.scatter([p[1] for p in points], [p[0] for p in points], s=12, alpha=0.4, label="scored candidates")
-    axis.plot([p[1] for p in front], [p[0] for p in front], "o-", color="C3", label="Pareto front")
+    pairs = [(i, j) for i in range(min(k, 4)) for j in range(i + 1, min(k, 4))]
+    columns = min(3, len(pairs))
+    figure, axes = plt.subplots(-(-len(pairs) // columns), columns, figsize=(4.8 * columns, 3.9 * -(-len(pairs) //
+                                                                                                   columns)),
+                                squeeze=False)
     better = {1.0: "higher is better", -1.0: "lower is better"}
-    axis.set(xlabel=f"{names[1]} ({better[weights[1]]})", ylabel=f"{names[0]} ({better[weights[0]]})", title=title)
-    axis.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    for axis, (i, j) in zip(axes.flat, pairs):
+        axis.scatter([p[j] for p in points], [p[i] for p in points], s=12, alpha=0.4, label="scored candidates")
+        if k == 2:
+            front = pareto_front([p[:2] for p in points], tuple(weights[:2]))
+            axis.plot([p[1] for p in front], [p[0] for p in front], "-", color="C3", label="Pareto front")
+        for m, values in enumerate(members):
+            if values is not None and len(values) == k and all(map(math.isfinite, values)):
+                axis.scatter([values[j]], [values[i]], s=24, color="C3",
+                             label="members (export --member K)" if m == 0 else None)
+                axis.annotate(str(m), (values[j], values[i]), xytext=(3, 3), textcoords="offset points", fontsize=7)
+        axis.set(xlabel=f"{names[j]} ({better[weights[j]]})", ylabel=f"{names[i]} ({better[weights[i]]})")
+    for axis in list(axes.flat)[len(pairs):]:
+        axis.set_visible(False)
+    axes.flat[0].legend(fontsize=7)
+    figure.suptitle(title or f"{len(points)} scored candidates")
     _save(figure, path)
     plt.close(figure)
     return True
@@ -201,12 +220,13 @@ def write_report(run: Path) -> list[Path]:
     written = [folder / "objectives.png"]
     _objectives(plt, found["rows"], objectives, written[0], title)
     points = [from_json_values(values, weights) for _, values in state["cache"]]
-    if _pareto(plt, points, objectives, weights, folder / "pareto.png", title):
-        written.append(folder / "pareto.png")
     members = state["halloffame"]
+    values = [from_json_values(m["fitness"], weights) if m["fitness"] else None for m in members]
+    if _pareto(plt, points, values, objectives, weights, folder / "pareto.png", title):
+        written.append(folder / "pareto.png")
     plans = _plans(layout, members)
-    names = [f"#{i + 1}  " + ", ".join(f"{name} {value:.3g}" for name, value in zip(objectives, member["fitness"]))
-             if member["fitness"] and all(v is not None for v in member["fitness"]) else f"#{i + 1}"
+    names = [f"member {i}  " + ", ".join(f"{name} {value:.3g}" for name, value in zip(objectives, member["fitness"]))
+             if member["fitness"] and all(v is not None for v in member["fitness"]) else f"member {i}"
              for i, member in enumerate(members)]
     data = source_weights(plans, names[:len(plans)], layout["sources"])
     front = "Pareto front" if layout["selection"] == "nsga2" else "hall of fame"
@@ -214,17 +234,19 @@ def write_report(run: Path) -> list[Path]:
     atomic_write_text(folder / "sources.json", json.dumps(data, indent=1))
     written += [folder / "sources.png", folder / "sources.json"]
     if done and found["recipe"].get("paired"):
-        atomic_write_text(folder / "paired.md", paired_table(found["recipe"]["paired"]))
+        atomic_write_text(folder / "paired.md", paired_table(found["recipe"]["paired"], found["recipe"].get("best_is")))
         written.append(folder / "paired.md")
     return written
 
 
-def paired_table(paired: dict) -> str:
+def paired_table(paired: dict, best_is: str | None = None) -> str:
     """The best merge against each pure source and seeded recipe, as a Markdown table per item set."""
-    lines = ["# The best merge, item by item, against what a user would try first", "",
-             "Mean of (best - other) per item, with its 95% paired-bootstrap interval (10,000 resamples of the "
-             "items); `correct` is accuracy (text: the share of right tokens), `score` the graded score (multiple "
-             "choice: the correct choice's margin; otherwise the mean log-likelihood per token).", ""]
+    lines = ["# The best merge, item by item, against what a user would try first", ""]
+    if best_is:
+        lines += [f"**The best candidate is {best_is} itself: no merge the search tried beat it.**", ""]
+    lines += ["Mean of (best - other) per item, with its 95% paired-bootstrap interval (10,000 resamples of the "
+              "items); `correct` is accuracy (text: the share of right tokens), `score` the graded score (multiple "
+              "choice: the correct choice's margin; otherwise the mean log-likelihood per token).", ""]
     for where, rows in paired.items():
         lines += [f"## {where} items", "", "| against | benchmark | measure | best - other (95% CI) | better |",
                   "|---|---|---|---|---|"]

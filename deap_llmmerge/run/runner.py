@@ -13,7 +13,6 @@ from pathlib import Path
 from .. import __version__
 from ..errors import LLMMergeError
 from ..evolve.ga import LLMMergeGA
-from ..models.engine import MergeEngine
 from ..models.loading import sha256_of
 from ..models.mergekit_yaml import mergekit_config
 from ..models.plans import MergePlan
@@ -30,9 +29,11 @@ from .checkpoint import (
     restore_ga,
     save_checkpoint,
 )
-from .comparisons import compare_with_references
+from .comparisons import compare_with_references, no_merge
 from .config import BenchmarkEntry, RunConfig
+from .export import as_dtype, export_recipe
 from .item_results import ITEMS_NAME, load_item_results, save_item_results
+from .model_card import model_card
 from .output import atomic_write_text, logbook_csv, prepare_output_dir, save_model
 
 __all__ = ["RunResult", "run_config", "export_recipe", "load_benchmarks", "load_sources", "build_ga", "SaveError"]
@@ -62,7 +63,8 @@ def load_benchmarks(entries: dict[str, BenchmarkEntry], tokenizer_from: Path,
         if tokenizer is None:
             tokenizer = load_tokenizer(tokenizer_from, trust_remote_code)
         loaded[name] = build_benchmark(kind, entry.path, tokenizer, window=entry.window,
-                                       normalization=entry.normalization, max_items=entry.max_items)
+                                       normalization=entry.normalization, max_items=entry.max_items,
+                                       fields=dict(entry.fields))
     return loaded
 
 
@@ -111,7 +113,7 @@ def _settings(config: RunConfig) -> dict:
     """The config minus file locations (and the permission to run the models' code, which changes no result):
     what must not change between a run and its resume."""
     content = json.loads(config.model_dump_json())
-    for key in ("models", "base", "benchmark", "validation", "tokenizer", "trust_remote_code"):
+    for key in ("models", "base", "benchmark", "validation", "tokenizer", "trust_remote_code", "output_dtype"):
         content.pop(key, None)
     return content
 
@@ -147,7 +149,8 @@ def _recipe(config: RunConfig, ga: LLMMergeGA, best: list, held_out: dict | None
                                                   "index": ga.pool.base_index},
         "fitness": json_values(best.fitness.values),
         "objectives": list(ga.objectives),
-        "halloffame": [{"genome": list(ind), "fitness": json_values(ind.fitness.values)} for ind in ga.halloffame],
+        "halloffame": [{"genome": list(ind), "fitness": json_values(ind.fitness.values), "plan": _plan_dict(ga, ind)}
+                       for ind in ga.halloffame],
         "validation": held_out,
         "seed": config.ga.seed,
         "version": __version__,
@@ -203,13 +206,18 @@ def run_config(config: RunConfig, output: Path, base_map: Callable = map, *, res
     best = ga.run()
     held_out, paired = compare_with_references(ga, best, validation)
     held_out = held_out or None
-    model = ga.merge_layers(best)
+    itself = no_merge(ga, best)
+    if itself is not None:
+        log.warning("the best candidate is %s itself: no merge the search tried beat it on the fitness data", itself)
+    model = as_dtype(ga.merge_layers(best).cpu(), config.output_dtype)
+    recipe = {**_recipe(config, ga, best, held_out), "paired": paired, "best_is": itself}
+    merge_yaml = _mergekit_yaml(config, ga, ga.evaluator.decode(best))
+    card = model_card(recipe, merge_yaml, [source["path"] for source in recipe["sources"]], __version__)
     try:
-        save_model(model.cpu(), output / "best", tokenizer_from=config.tokenizer or config.models[0].path,
-                   replace=True)
+        save_model(model, output / "best", tokenizer_from=config.tokenizer or config.models[0].path, replace=True,
+                   files={"README.md": card})
         atomic_write_text(output / "logbook.csv", logbook_csv(ga.logbook, ga.objectives))
-        atomic_write_text(output / "mergekit.yaml", _mergekit_yaml(config, ga, ga.evaluator.decode(best)))
-        recipe = {**_recipe(config, ga, best, held_out), "paired": paired}
+        atomic_write_text(output / "mergekit.yaml", merge_yaml)
         atomic_write_text(output / "recipe.json", json.dumps(recipe, indent=2, allow_nan=False) + "\n")
     except Exception as exc:  # ENOSPC, EACCES, EROFS, safetensors or tokenizer errors: the search is safe
         raise SaveError(f"cannot save the finished run into {output}: {_cause(exc)}; the search is checkpointed: "
@@ -232,64 +240,3 @@ def _cause(exc: Exception) -> str:
     if found:  # safetensors and tokenizers wrap the OS error in their own
         return os.strerror(int(found.group(1))) + f" ({type(exc).__name__})"
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
-
-
-def _resolve(path: str, recipe_path: Path) -> Path:
-    """A recipe's source path: absolute, or relative to the recipe's folder (then to the working directory)."""
-    candidate = Path(path)
-    if candidate.is_absolute():
-        return candidate
-    beside = recipe_path.parent / candidate
-    return beside if beside.exists() else candidate
-
-
-def export_recipe(recipe_path: Path, output: Path, check_hashes: bool = True, member: int | None = None,
-                  trust_remote_code: bool = False) -> Path:
-    """Rebuild the merged model a ``recipe.json`` (or a run folder holding one) describes, or member
-    ``member`` of its Pareto front, and save it to ``output``.
-
-    A recipe is data from whoever shared it: its ``trust_remote_code`` never runs the sources' custom code;
-    only the caller's ``trust_remote_code`` (``--trust-remote-code``) does."""
-    recipe_path = Path(recipe_path)
-    if recipe_path.is_dir():
-        recipe_path = recipe_path / "recipe.json"
-    try:
-        recipe = json.loads(recipe_path.read_text())
-        sources = [_resolve(source["path"], recipe_path) for source in recipe["sources"]]
-        base = recipe.get("base")
-        chosen = recipe["plan"]
-        if member is not None:
-            front = recipe.get("front")
-            if not front:
-                raise LLMMergeError(f"{recipe_path} has no Pareto front (the run did not use selection: nsga2)")
-            if not 0 <= member < len(front):
-                raise LLMMergeError(f"--member {member}: the front has members 0..{len(front) - 1}")
-            chosen = front[member]["plan"]
-        plan = MergePlan.from_dict(chosen)
-        wants_code = bool(recipe.get("config", {}).get("trust_remote_code", False))
-        method_options = recipe.get("config", {}).get("method_options") or {}
-    except FileNotFoundError as exc:
-        raise LLMMergeError(f"recipe not found: {recipe_path}") from exc
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise LLMMergeError(f"{recipe_path}: not a deap-llmmerge recipe ({type(exc).__name__}: {exc})") from exc
-    if wants_code and not trust_remote_code:
-        raise LLMMergeError(f"{recipe_path}: its source models need their own code (trust_remote_code in the "
-                            "recipe), which a recipe alone never runs; add --trust-remote-code if you trust the "
-                            "code in those model folders")
-    checked = list(zip(recipe["sources"], sources))
-    base_path = None
-    if base:
-        base_path = _resolve(base["path"], recipe_path)
-        checked.append((base, base_path))
-    for source, path in checked:
-        if not path.exists():
-            raise LLMMergeError(f"recipe source not found: {path}")
-        if check_hashes and sha256_of(path) != source.get("sha256"):
-            raise LLMMergeError(f"recipe source {path} has changed since the run (sha256 differs)")
-    if output.exists():
-        raise LLMMergeError(f"{output} already exists; refusing to overwrite it")
-    pool = SourcePool(sources, trust_remote_code=trust_remote_code, base=base_path)
-    model = MergeEngine(pool, pool.new_skeleton(), method_options).apply(plan)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    save_model(model, output, tokenizer_from=sources[0])
-    return output

@@ -2,7 +2,8 @@
 
 - ``completion``: JSONL rows ``{"prompt", "answer"}``; the answer's tokens are labeled.
 - ``multiple_choice``: JSONL or Parquet rows ``{"context", "choices", "answer"}`` (``answer``: the index of
-  the correct choice); one row of tensors per choice, the choice's tokens labeled.
+  the correct choice, its text, or its letter, ``"B"``; other key names through ``fields``); one row of
+  tensors per choice, the choice's tokens labeled.
 - ``text``: a plain text file, or JSONL rows ``{"text"}``; cut into windows of ``window`` tokens, every
   token labeled.
 
@@ -137,17 +138,40 @@ def _completion(path: Path, tokenizer, max_items: int | None) -> BenchmarkData:
     return BenchmarkData(**_pack(sequences, _pad_id(tokenizer)), kind="completion")
 
 
-def _multiple_choice(path: Path, tokenizer, max_items: int | None, normalization: str) -> BenchmarkData:
+def _answer_index(path: Path, number: int, answer: object, choices: list) -> int:
+    """The correct choice's index from an index, the choice's own text, or a letter (``"B"``: the second)."""
+    if isinstance(answer, str):
+        if answer in choices:
+            return choices.index(answer)
+        letter = answer.strip().upper()
+        if len(letter) == 1 and "A" <= letter <= "Z":
+            answer = ord(letter) - ord("A")
+        elif letter.isdigit():
+            answer = int(letter)
+        else:
+            raise BenchmarkDataError(f"{path} row {number}: answer {answer!r} is neither a choice, a letter nor an "
+                                     "index")
+    if isinstance(answer, bool) or not isinstance(answer, int):
+        raise BenchmarkDataError(f"{path} row {number}: answer must be an index, a choice or a letter, got "
+                                 f"{type(answer).__name__}")
+    if not 0 <= answer < len(choices):
+        raise BenchmarkDataError(f"{path} row {number}: answer {answer} is out of range for {len(choices)} choices")
+    return answer
+
+
+def _multiple_choice(path: Path, tokenizer, max_items: int | None, normalization: str,
+                     fields: dict[str, str]) -> BenchmarkData:
     sequences, item, correct, lengths = [], [], [], []
     items = 0
     for number, row in _rows(path):
-        context = _field(path, number, row, "context", str)
-        choices = _field(path, number, row, "choices", list)
-        answer = _field(path, number, row, "answer", int)
+        context = _field(path, number, row, fields.get("context", "context"), str)
+        choices = _field(path, number, row, fields.get("choices", "choices"), list)
+        key = fields.get("answer", "answer")
+        if key not in row:
+            raise BenchmarkDataError(f"{path} row {number}: missing key {key!r}")
         if not choices:
             raise BenchmarkDataError(f"{path} row {number}: empty choices")
-        if not 0 <= answer < len(choices):
-            raise BenchmarkDataError(f"{path} row {number}: answer {answer} is out of range for {len(choices)} choices")
+        answer = _answer_index(path, number, row[key], choices)
         for j, choice in enumerate(choices):
             if not isinstance(choice, str) or not choice:
                 raise BenchmarkDataError(f"{path} row {number}: choice {j} must be a non-empty string")
@@ -182,9 +206,10 @@ def _text_windows(path: Path, tokenizer, window: int, max_items: int | None) -> 
 
 
 def build_benchmark(kind: str, path: str | Path, tokenizer, *, window: int = 128, normalization: str = "chars",
-                    max_items: int | None = None) -> BenchmarkData:
+                    max_items: int | None = None, fields: dict[str, str] | None = None) -> BenchmarkData:
     """Tensors of ``kind`` from the file at ``path`` (see the module docstring); ``tokenizer`` is a
-    tokenizer object or the path of a model whose tokenizer to use."""
+    tokenizer object or the path of a model whose tokenizer to use; ``fields`` names the rows' own keys for
+    a multiple-choice file's ``context``, ``choices`` and ``answer`` (``{"choices": "endings"}``)."""
     path = Path(path)
     if kind not in KINDS:
         raise BenchmarkDataError(f"unknown benchmark kind {kind!r}; known: {', '.join(KINDS)}")
@@ -199,5 +224,5 @@ def build_benchmark(kind: str, path: str | Path, tokenizer, *, window: int = 128
     if kind == "completion":
         return _completion(path, tokenizer, max_items)
     if kind == "multiple_choice":
-        return _multiple_choice(path, tokenizer, max_items, normalization)
+        return _multiple_choice(path, tokenizer, max_items, normalization, fields or {})
     return _text_windows(path, tokenizer, window, max_items)

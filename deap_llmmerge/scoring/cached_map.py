@@ -127,9 +127,22 @@ class CachedMap:
         if beats is not None:  # each SCOOP share says while it is scored, so a dead worker's share is re-sent
             tasks = [(evaluate, share, replace(fidelity, heartbeat=(beats.address, beats.new_token())))
                      for evaluate, share, fidelity in tasks]
-        results = self.base_map(score_chunk, tasks)
         bar = tqdm(total=len(todo), desc="scoring", unit="candidate", leave=False,
                    disable=False if self.progress == "always" else None) if self.progress and todo else None
+        in_process = self.base_map is map and bar is not None and hasattr(self.evaluate, "score_plans")
+        if in_process:  # the bar moves per candidate; elsewhere per share
+            self.evaluate.on_scored = lambda: bar.update(1)
+        try:
+            self._collect(shares, self.base_map(score_chunk, tasks), fresh, None if in_process else bar)
+        finally:
+            if in_process:
+                self.evaluate.on_scored = None
+            if bar is not None:
+                bar.close()
+        self.evaluations += len(todo)
+        return [self.cache[key] for key in keys]
+
+    def _collect(self, shares: list, results, fresh: dict, bar) -> None:
         for share, share_results in zip(shares, results):
             for key, (values, error, pid, loads, items, status, scored) in zip(share, share_results):
                 self.cache[key] = tuple(values)
@@ -150,7 +163,3 @@ class CachedMap:
                     self.last_failures.append(Failure(fresh[key], error.splitlines()[0]))
             if bar is not None:
                 bar.update(len(share))
-        if bar is not None:
-            bar.close()
-        self.evaluations += len(todo)
-        return [self.cache[key] for key in keys]

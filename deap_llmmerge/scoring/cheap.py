@@ -117,15 +117,20 @@ def estimate(table: dict, kind: str, metric: str, weights: torch.Tensor) -> tupl
 
 def _optimistic(objectives: Sequence[Objective], signs: Sequence[float], tables: dict, kinds: dict, weights: dict,
                 fraction: dict, z: float) -> tuple[float, ...]:
+    """Each objective's value ``z`` standard errors towards its better side (a combined objective: the
+    weighted mean of its terms, their errors added as independent)."""
     out = []
     for objective, sign in zip(objectives, signs):
-        value, error = estimate(tables[objective.benchmark], kinds[objective.benchmark],
-                                "loss" if objective.metric == "perplexity" else objective.metric,
-                                weights[objective.benchmark])
-        error *= math.sqrt(max(0.0, 1.0 - fraction[objective.benchmark]))
-        if objective.metric == "perplexity":
-            value, error = math.exp(min(value - z * error, 700.0)), 0.0
-        out.append(sign * value + z * error)
+        total, variance = 0.0, 0.0
+        for term in objective.terms:
+            value, error = estimate(tables[term.benchmark], kinds[term.benchmark],
+                                    "loss" if term.metric == "perplexity" else term.metric, weights[term.benchmark])
+            error *= math.sqrt(max(0.0, 1.0 - fraction[term.benchmark]))
+            if term.metric == "perplexity":  # optimistic already: the bound of the loss, exponentiated
+                value, error = math.exp(min(value - z * error, 700.0)), 0.0
+            total += term.share * value
+            variance += (term.share * error) ** 2
+        out.append(sign * total + z * math.sqrt(variance))
     return tuple(out)
 
 

@@ -87,6 +87,8 @@ def _saved_sources(token: str) -> Path:
 class Evaluator:
     """``evaluator(genome) -> fitness values``: decode, merge in place, score on the benchmarks."""
 
+    on_scored = None  # called after each candidate scored in this process (the serial run's progress bar)
+
     def __init__(self, pool: SourcePool, benchmarks: dict[str, BenchmarkData], family: GenomeFamily,
                  space: GenomeSpace, objectives: Sequence[Objective], scoring: ScoringSettings | None = None,
                  metrics: dict[str, Metric] | None = None, savings: bool = True) -> None:
@@ -114,7 +116,7 @@ class Evaluator:
     # -- pickling: only references travel ------------------------------------------------------------------
     def __getstate__(self) -> dict:
         self.share()
-        return {key: value for key, value in self.__dict__.items() if key != "_plans"}
+        return {key: value for key, value in self.__dict__.items() if key not in ("_plans", "on_scored")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -216,7 +218,7 @@ class Evaluator:
         return plan
 
     def fitness(self, metrics: dict[str, dict[str, float]], plan: MergePlan) -> tuple[float, ...]:
-        values = tuple(metrics[o.benchmark][o.metric] for o in self.objectives)
+        values = tuple(o.value(metrics) for o in self.objectives)
         if not all(math.isfinite(v) for v in values):
             log.warning("a merge gave non-finite metrics %s; scored as worst (plan %s)", values, plan.to_dict())
             return worst_fitness(self.weights)
@@ -250,8 +252,12 @@ class Evaluator:
         else:
             scorer = state.scorer if chosen is None else state.sets.scorer(chosen)
             count = everything if chosen is None else sum(len(items) for items, _ in chosen.values())
-            outcomes = [None if found is None else Outcome(found[0], found[1], count)
-                        for found in scorer.score(plans, failed)]
+            scorer.on_scored = self.on_scored
+            try:
+                outcomes = [None if found is None else Outcome(found[0], found[1], count)
+                            for found in scorer.score(plans, failed)]
+            finally:
+                scorer.on_scored = None
         for index, outcome in enumerate(outcomes):
             if outcome is None:
                 continue

@@ -91,8 +91,11 @@ class PopulationScorer:
     """Scores merge plans on named benchmarks with one engine; see the module docstring for the savings.
 
     ``metrics`` replaces the kind's metrics with the user's ``fn(logits, labels) -> (total, count)``
-    callables (they need every logit, so the head runs everywhere then).
+    callables (they need every logit, so the head runs everywhere then). ``on_scored`` (when set) is called
+    after each candidate, in process: the progress bar of a serial run.
     """
+
+    on_scored: Callable[[], None] | None = None
 
     def __init__(self, engine: MergeEngine, benchmarks: dict[str, BenchmarkData], batch_size: int,
                  memory_budget: int, metrics: dict[str, Metric] | None = None, savings: bool = True,
@@ -225,6 +228,8 @@ class PopulationScorer:
                             continue
                     on_error(index, exc)
                 break
+            if self.on_scored is not None:
+                self.on_scored()
         return results
 
     def _score_one(self, plan: MergePlan, start: _Kept | None, want: list[int], kept: list[_Kept]) -> dict:

@@ -70,6 +70,7 @@ def test_a_two_objective_run_returns_a_front_of_non_dominated_members(front_run)
     assert header.startswith("gen,evals,one.loss_max,one.loss_mean,one.loss_min,two.loss_max")
 
 
+@pytest.mark.slow  # starts processes
 def test_export_member_rebuilds_each_member_of_the_front(front_run):
     recipe = json.loads((front_run / "out" / "recipe.json").read_text())
     data = [BenchmarkData.coerce(torch.load(front_run / f"b{i}.pt")) for i in (0, 1)]
@@ -87,7 +88,7 @@ def test_export_member_rebuilds_each_member_of_the_front(front_run):
         assert losses == pytest.approx(member["fitness"], rel=1e-6)
     assert load_file(front_run / "member0" / "model.safetensors")
     refused = cli("export", front_run / "out", "--member", len(recipe["front"]), "--output", front_run / "nope")
-    assert refused.returncode == 1 and f"the front has members 0..{len(recipe['front']) - 1}" in refused.stderr
+    assert refused.returncode == 1 and f"the Pareto front has members 0..{len(recipe['front']) - 1}" in refused.stderr
 
 
 def test_adaptive_mutation_raises_the_rate_while_the_population_is_uniform():

@@ -70,6 +70,7 @@ def test_a_gguf_source_merges_like_the_model_it_holds(tmp_path):
             assert torch.equal(ga.merge_layers([k] * parts)(input_ids=ids).logits, sources[k](input_ids=ids).logits)
 
 
+@pytest.mark.slow  # starts processes
 def test_a_run_over_a_gguf_file_and_a_folder_saves_a_checkpoint(tmp_path):
     from transformers import AutoModelForCausalLM
 

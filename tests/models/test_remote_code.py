@@ -56,6 +56,7 @@ def shared_run(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow  # starts processes
 def test_export_never_runs_a_recipes_model_code_without_the_flag(shared_run):
     marker = shared_run / "export-marker"
     env = {"HF_MODULES_CACHE": str(shared_run / "modules"), "CUSTOM_CODE_MARKER": str(marker)}
@@ -68,6 +69,7 @@ def test_export_never_runs_a_recipes_model_code_without_the_flag(shared_run):
     assert marker.exists() and (shared_run / "out" / "model.safetensors").exists()
 
 
+@pytest.mark.slow  # starts processes
 def test_run_takes_the_flag_as_opt_in_and_refuses_custom_code_in_one_line_without_it(shared_run):
     config = write_run_config(shared_run, ["m1", "m2"], "plain.yaml", ga={"population_size": 4, "max_generations": 1})
     marker = shared_run / "flag-marker"

@@ -48,7 +48,8 @@ def test_different_layer_counts_are_incompatible():
 
 
 def test_different_architectures_are_incompatible():
-    with pytest.raises(IncompatibleModelsError, match="incompatible|decoder layers"):
+    with pytest.raises(IncompatibleModelsError, match=r"source 1 \(model_1\) is a gpt2 model, source 0 \(model_0\) "
+                                                      r"a llama \(gpt2 vs llama\): merged sources share one"):
         SourcePool([tiny_model("llama", 0), tiny_model("gpt2", 1)])
 
 

@@ -188,7 +188,7 @@ CASES = {
     "output is a file": (lambda w: ["run", w / "config.yaml", "--output", w / "run" / "notes.txt"],
                          "exists and is not a directory"),
     "output not empty": (lambda w: ["run", w / "config.yaml", "--output", w / "run"],
-                         "exists and is not empty; use --resume"),
+                         "exists and is not empty; it holds an unfinished run: --resume continues it"),
     "output in use by another run": (held, rf"run is in use by another run \(process {os.getpid()}\)"),
 }
 

@@ -139,6 +139,7 @@ def test_every_kind_measures_exactly_the_metrics_objectives_are_checked_against(
         assert tuple(benchmark_metrics(model, data, batch_size=4)) == KIND_METRIC_NAMES[kind], kind
 
 
+@pytest.mark.slow  # starts processes
 def test_data_build_writes_tensors_the_config_can_name(tmp_path):
     tokenizer = tiny_tokenizer()
     tokenizer.save_pretrained(tmp_path / "tok")
@@ -162,7 +163,8 @@ BAD_ROWS = {
                             "row 1: answer 2 is out of range for 2 choices"),
     "empty choices": ('{"context": "a", "choices": [], "answer": 0}', "row 1: empty choices"),
     "wrong type": ('{"context": 3, "choices": ["b"], "answer": 0}', "row 1: 'context' must be str, got int"),
-    "answer as text": ('{"context": "a", "choices": ["b"], "answer": "0"}', "row 1: 'answer' must be int, got str"),
+    "answer neither choice nor letter": ('{"context": "a", "choices": ["b"], "answer": "zero"}',
+                                         "row 1: answer 'zero' is neither a choice, a letter nor an index"),
     "empty choice": ('{"context": "a", "choices": ["b", ""], "answer": 0}', "row 1: choice 1 must be a non-empty"),
     "not json": ('{"context": "a", "choices"', "row 1: not JSON"),
     "not an object": ('["a", "b"]', "row 1: expected a JSON object, got list"),
@@ -215,6 +217,7 @@ def qa_and_play_config(tmp_path, saved_llamas, objectives):
             "objectives": objectives, "ga": {"population_size": 4, "max_generations": 1}}
 
 
+@pytest.mark.slow  # starts processes
 def test_a_config_names_jsonl_and_text_benchmarks_directly(tmp_path, saved_llamas):
     import yaml
 
@@ -239,6 +242,7 @@ def test_a_config_names_jsonl_and_text_benchmarks_directly(tmp_path, saved_llama
     ("qa.perplexity", "objective 'qa.perplexity': benchmark 'qa' does not measure 'perplexity'; "
                       "it measures accuracy, loss, choice_loss"),
 ])
+@pytest.mark.slow  # starts processes
 def test_an_objective_the_benchmark_kind_does_not_measure_is_refused_before_the_run(tmp_path, saved_llamas,
                                                                                       objective, message):
     import yaml
@@ -250,6 +254,7 @@ def test_an_objective_the_benchmark_kind_does_not_measure_is_refused_before_the_
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # starts processes
 def test_a_missing_tokenizer_is_one_line_naming_the_folder_and_the_key(tmp_path, saved_llamas):
     import yaml
 
@@ -269,3 +274,22 @@ def test_a_missing_tokenizer_is_one_line_naming_the_folder_and_the_key(tmp_path,
     missing = f"cannot load a tokenizer from {tmp_path / 'nowhere'}: no such file or folder"
     assert nowhere.stderr.strip().endswith(missing)
     assert not (tmp_path / "mc.pt").exists()
+
+
+@pytest.mark.parametrize("answer", [1, "no", "B", "b", "1"])
+def test_a_multiple_choice_answer_may_be_an_index_the_choices_text_or_a_letter(tmp_path, answer):
+    rows = [{"question": "is it?", "endings": ["yes", "no", "maybe"], "label": answer}]
+    path = write_jsonl(tmp_path / "mc.jsonl", rows)
+    data = build_benchmark("multiple_choice", path, tiny_tokenizer(),
+                           fields={"context": "question", "choices": "endings", "answer": "label"})
+    assert data.correct.tolist() == [False, True, False]
+
+
+@pytest.mark.parametrize(("answer", "message"), [("D", "answer 3 is out of range for 3 choices"),
+                                                 ("perhaps", "answer 'perhaps' is neither a choice, a letter"),
+                                                 (True, "answer must be an index, a choice or a letter")])
+def test_a_bad_answer_is_named_with_its_row(tmp_path, answer, message):
+    path = write_jsonl(tmp_path / "mc.jsonl", [{"context": "is it?", "choices": ["yes", "no", "maybe"],
+                                                "answer": answer}])
+    with pytest.raises(BenchmarkDataError, match=f"mc.jsonl row 1: {message}"):
+        build_benchmark("multiple_choice", path, tiny_tokenizer())

@@ -90,6 +90,7 @@ def loss_logging_batches(logits, labels):
     return loss_fitting_two_sequences(logits, labels)
 
 
+@pytest.mark.slow  # starts processes
 def test_a_worker_keeps_its_smaller_batch_size(tmp_path, monkeypatch):
     import os
 

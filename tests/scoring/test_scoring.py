@@ -101,6 +101,7 @@ def test_a_process_drops_its_state_with_the_evaluator():
     assert token not in evaluation_module._STATES and token not in evaluation_module._LOCAL
 
 
+@pytest.mark.slow  # starts processes
 def test_each_worker_receives_the_benchmark_once(tmp_path):
     pool = PoolMap(2)
     try:
