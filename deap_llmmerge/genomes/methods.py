@@ -24,8 +24,10 @@ from .space import GenomeSpace
 __all__ = ["initMethods", "pureMethods", "seedMethods", "decodeMethods", "genome_bounds", "default_search_methods",
            "SEARCHABLE"]
 
-BOUNDS = {"weight": (0.0, 1.0), "density": (0.1, 1.0), "t": (0.0, 1.0), "gamma": (0.0, 0.2), "epsilon": (0.0, 0.3)}
+BOUNDS = {"weight": (0.0, 1.0), "density": (0.1, 1.0), "t": (0.0, 1.0), "gamma": (0.0, 0.2), "epsilon": (0.0, 0.3),
+          "select_topk": (0.1, 1.0)}
 NEGATIVE_WEIGHT = (-0.5, 1.5)
+NO_PURE_SOURCES = ("sce", "nearswap")  # searched beside linear, which holds the pure sources
 SEARCHABLE = ("linear", "slerp", "task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs", "della",
               "model_stock")
 
@@ -86,7 +88,7 @@ def _group_genes(space: GenomeSpace, method: MergeMethod, per_source: Callable[[
     return genes
 
 
-DEFAULTS = {"weight": 1.0, "density": 1.0, "t": 0.5, "gamma": 0.01, "epsilon": 0.15}
+DEFAULTS = {"weight": 1.0, "density": 1.0, "t": 0.5, "gamma": 0.01, "epsilon": 0.15, "select_topk": 1.0}
 
 
 def _default(method: MergeMethod, name: str) -> float:
@@ -131,8 +133,8 @@ def pureMethods(container: Callable, source: int, space: GenomeSpace) -> list:
             return 1.0 if k == source and k in participants else 0.0
         return 1.0 if name == "density" else _default(method, name)
 
-    def per_part(name: str) -> float:
-        return 0.0 if source == 0 else 1.0  # slerp's t: 0 is the first source, 1 the second
+    def per_part(name: str) -> float:  # slerp's t: 0 is the first source, 1 the second
+        return (0.0 if source == 0 else 1.0) if name == "t" else _default(method, name)
 
     return container(gene for _ in space.groups() for gene in _group_genes(space, method, per_source, per_part))
 
@@ -153,9 +155,15 @@ def _take(method: MergeMethod, participants: Sequence[int], values: dict, option
     if method.name == "slerp":
         t = values["t"]
         return participants[0] if t == 0 else participants[1] if t == 1 else None
-    if method.name == "model_stock":
+    if method.name in ("model_stock", "karcher", "sce"):
         return None
+    if method.name == "nearswap":  # t = 0 keeps the base
+        return base_index if values["t"] == 0 else None
     weights = values["weight"]
+    if method.name in ("nuslerp", "multislerp"):  # one nonzero weight: that source (normalised weights)
+        used = [i for i, w in enumerate(weights) if w != 0]
+        scaled = options.get("normalize_weights", True) or method.name == "nuslerp"
+        return participants[used[0]] if len(used) == 1 and (scaled or weights[used[0]] == 1) else None
     used = [i for i, w in enumerate(weights) if w != 0]
     if method.needs_base and not used:
         return base_index
@@ -218,6 +226,9 @@ def check(space: GenomeSpace) -> None:
                               f"{space.base_index}); it takes {method.min_sources}-{method.max_sources or 'any'}")
         if space.method != "search" and not method.per_source and not method.per_part:
             raise ConfigError(f"method {name} has no parameters to search; use method: search")
+        if space.method != "search" and name in NO_PURE_SOURCES:
+            raise ConfigError(f"method {name} cannot give back each source (the pure genomes a search starts "
+                              f"from); use method: search with search_methods: [linear, {name}]")
 
 
 def register_operators(toolbox: base.Toolbox, space: GenomeSpace, indpb: float, swap_rate: float = 0.5) -> None:

@@ -8,13 +8,13 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 
 from ..errors import ConfigError, InvalidGenomeError
-from . import interpolation, model_stock, task_vectors
+from . import interpolation, model_stock, sce, spherical, task_vectors
 from .base import Kernel, MergeMethod
 
 __all__ = ["MERGE_METHODS", "register_merge_method", "get_method", "check_method_options"]
 
 MERGE_METHODS: dict[str, MergeMethod] = {method.name: method for method in (
-    *interpolation.METHODS, *task_vectors.METHODS, *model_stock.METHODS)}
+    *interpolation.METHODS, *task_vectors.METHODS, *model_stock.METHODS, *sce.METHODS, *spherical.METHODS)}
 
 
 def register_merge_method(name: str, **spec) -> Callable[[Kernel], Kernel]:

@@ -18,14 +18,18 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
 import yaml
 
 from ..methods import MERGE_METHODS
+from .adapters import is_adapter
 from .parts import is_layer_part, layer_index
 from .plans import MergePlan, PartMerge
 
-__all__ = ["mergekit_config"]
+__all__ = ["mergekit_config", "CANNOT_TAKE"]
+CANNOT_TAKE = ("model_stock", "karcher", "sce")  # methods without parameters that give back one source (sce:
+# a slice of one source and the base would, but mergekit 0.1.5 then refuses the head: "Base input is not present")
 
 
 def _method_of(plan: MergePlan) -> str:
@@ -60,7 +64,13 @@ def _sources(step: PartMerge, method: str, n_sources: int, base: int | None,
         taken = step.sources[0]
         if method == "slerp":
             return [0, 1], {}, {"t": 0.0 if taken == 0 else 1.0}
-        if spec.needs_base:
+        if method == "nearswap":  # t = 0 keeps the base; a t beyond every |base - source| takes the source
+            indices = [k for k in range(n_sources) if k != base]
+            return indices + [base], {}, {"t": 0.0 if taken == base else 1e6}
+        if method in CANNOT_TAKE:
+            indices = [k for k in range(n_sources) if k != base] if spec.needs_base else list(range(n_sources))
+            per_source = {}
+        elif spec.needs_base:
             indices = [k for k in range(n_sources) if k != base]
             per_source = {k: {name: (1.0 if k == taken else 0.0) if name == "weight" else 1.0 if name == "density"
                               else float(spec.defaults.get(name, 0.0)) for name in spec.per_source}
@@ -85,6 +95,8 @@ def mergekit_config(plan: MergePlan, models: Sequence[str], num_layers: Sequence
     for k, path in enumerate(models):
         if str(path).endswith(".gguf"):
             notes.append(f"source {k} is a GGUF file ({path}); mergekit needs it converted to safetensors first")
+        if is_adapter(Path(path)):
+            notes.append(f"source {k} is a PEFT adapter ({path}); mergekit takes it as BASE_FOLDER+{path}")
     differ: dict[str, list[str]] = {}  # reason -> the parts mergekit builds otherwise
     slices = []
     previous: tuple | None = None
@@ -93,9 +105,9 @@ def mergekit_config(plan: MergePlan, models: Sequence[str], num_layers: Sequence
             differ.setdefault(f"use another method than {method} (mergekit takes one per config); their slices "
                               f"below are written as {method} for their first source", []).append(part)
             step = PartMerge("take", (step.sources[0],), step.source_part)
-        elif step.method == "take" and method == "model_stock":
-            differ.setdefault("take one source, which model_stock cannot express; their slices below are "
-                              "model_stock merges", []).append(part)
+        elif step.method == "take" and method in CANNOT_TAKE:
+            differ.setdefault(f"take one source, which {method} cannot express; their slices below are "
+                              f"{method} merges", []).append(part)
         elif step.method == method and MERGE_METHODS[method].random:
             differ.setdefault(f"use {method}, which draws random masks: mergekit draws its own (same method, same "
                               "parameters, other draws)", []).append(part)

@@ -53,7 +53,8 @@ def elect(deltas, weights):
 
 def test_every_method_is_registered_with_its_parameters():
     assert set(MERGE_METHODS) == {"take", "linear", "slerp", "task_arithmetic", "ties", "dare_ties", "dare_linear",
-                                  "breadcrumbs", "della", "model_stock"}
+                                  "breadcrumbs", "della", "model_stock", "sce", "nuslerp", "multislerp", "karcher",
+                                  "nearswap"}
     assert MERGE_METHODS["ties"].per_source == ("weight", "density")
     assert MERGE_METHODS["breadcrumbs"].per_source == ("weight", "density", "gamma")
     assert MERGE_METHODS["della"].per_source == ("weight", "density", "epsilon")
@@ -63,7 +64,7 @@ def test_every_method_is_registered_with_its_parameters():
 @pytest.mark.parametrize("name", [name for name in MERGE_METHODS if name != "take"])
 def test_contract_float32_finite_deterministic(name):
     method = MERGE_METHODS[name]
-    tensors = [A, B, C] if name != "slerp" else [A, B]
+    tensors = [A, B, C][:method.max_sources or 3]
     params = {key: [method.defaults.get(key, 0.5)] * len(tensors) for key in method.per_source}
     params.update({key: [0.3] for key in method.per_part})
     if "density" in params:
@@ -244,6 +245,7 @@ torch.save({{k: v.detach().clone() for k, v in model.named_parameters()}}, sys.a
 """
 
 
+@pytest.mark.slow  # starts processes
 def test_dare_with_the_same_genome_gives_the_same_tensors_in_two_processes(tmp_path):
 
     script = DARE_IN_A_PROCESS.format(tests=str(TESTS))
@@ -300,6 +302,7 @@ def test_top_k_by_magnitude_selects_exactly_the_k_largest(k):
     assert torch.equal(top_mask(strided, k), want)
 
 
+@pytest.mark.slow  # starts processes
 def test_merges_through_the_engine_equal_plain_merges_candidate_after_candidate():
     """Cached task vectors, magnitude buckets and reused work buffers never leak from one candidate (or
     tensor) into the next: every tensor equals the same merge computed alone, with nothing cached."""

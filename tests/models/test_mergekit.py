@@ -34,6 +34,8 @@ CASES = {
     "stack": {"genome": "stack", "depth": {"min": 2, "max": 5}},
     "search": {"genome": "methods", "method": "search", "base": "m0"},
     "ties-lambda": {"genome": "methods", "method": "ties", "method_options": {"ties": {"lambda": 0.5}}},
+    "nuslerp": {"genome": "methods", "method": "nuslerp"},
+    "multislerp": {"genome": "methods", "method": "multislerp"},
 }
 # Genomes written by hand, per group of genes (method index first with method: search): takes under a method
 # with other options than a take's, and parameters mergekit checks for itself.
@@ -48,6 +50,16 @@ CRAFTED = {
                                 lambda group, last: LINEAR_TAKE if group == 0 else MODEL_STOCK),
     "della-density-below-epsilon": ({"genome": "methods", "method": "della", "base": "m0"},
                                     lambda group, last: [0.8, 0.1, 0.3, 0.6, 0.12, 0.2]),
+    # genes: method, select_topk, weight 0, weight 1 (a take of source 1, noted, then sce merges)
+    "sce-and-takes": ({"genome": "methods", "method": "search", "search_methods": ["linear", "sce"], "base": "m0"},
+                      lambda group, last: [0, 1.0, 0.0, 1.0] if group == 0 else [1, 0.3 if group == last else 1.0,
+                                                                                  0.5, 0.5]),
+    # genes: method, t, weight 0, weight 1 (the base is source 0: takes of source 1 and of the base)
+    "nearswap-and-takes": ({"genome": "methods", "method": "search", "search_methods": ["linear", "nearswap"]},
+                           lambda group, last: [0, 0.5, 0.0, 1.0] if group == 0 else [0, 0.5, 1.0, 0.0]
+                           if group == last else [1, 0.05, 0.5, 0.5]),
+    "takes-under-karcher": ({"genome": "methods", "method": "search", "search_methods": ["linear", "karcher"]},
+                            lambda group, last: [0, 1.0, 0.0] if group == 0 else [1, 0.5, 0.5]),
 }
 
 
@@ -144,6 +156,7 @@ def built(tmp_path_factory):
     return pairs
 
 
+@pytest.mark.slow  # starts processes
 def test_mergekit_builds_the_same_tensors_in_every_part_without_a_note(mergekit_python, built, tmp_path):
     arguments = []
     for i, (config, _, _) in enumerate(built):
@@ -157,7 +170,7 @@ def test_mergekit_builds_the_same_tensors_in_every_part_without_a_note(mergekit_
         noted = noted_parts(text)
         steps = dict(plan.parts)
         assert noted == {part for part, step in steps.items() if step.method not in ("take", method)
-                         or (step.method == "take" and method == "model_stock")
+                         or (step.method == "take" and method in ("model_stock", "karcher", "sce"))
                          or (step.method == method and MERGE_METHODS[method].random)}, config
         ours, theirs = _tensors(ours_dir), _tensors(tmp_path / f"out{i}")
         assert ours.keys() == theirs.keys(), config
@@ -169,3 +182,4 @@ def test_mergekit_builds_the_same_tensors_in_every_part_without_a_note(mergekit_
     assert compared > 500
     names = {config.parent.name: noted_parts(config.read_text()) for config, _, _ in built}
     assert names["takes-under-lambda"] == set() and names["takes-under-model-stock"] == {"embed"}
+    assert names["takes-under-karcher"] == names["sce-and-takes"] == {"embed"} and names["nearswap-and-takes"] == set()
