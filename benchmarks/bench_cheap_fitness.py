@@ -4,8 +4,9 @@ base: the pure sources, the default recipe, random merges and their children).
 
 Measured in one run, one process, one torch thread:
 
-- **shared contexts**: seconds per candidate with the choices as rows (today's path, every other saving on)
-  against packed choices, on the same candidates;
+- **shared contexts**: seconds per candidate with the choices as rows in the file's order (the path before
+  packing, every other saving on), as rows in batches of one length, and packed (in batches of one length),
+  on the same candidates, timed in turn;
 - every candidate's per-item results on all 500 items (packed), written to ``--out`` (``items.npz``), from
   which ``analyse_cheap_fitness.py`` measures anchors and racing offline;
 - **anchors**: seconds per candidate on 10% of the items (50 anchors), packed.
@@ -72,6 +73,7 @@ def main() -> int:
     parser.add_argument("--per-task", type=int, default=100)
     parser.add_argument("--candidates", type=int, default=40)
     parser.add_argument("--timed", type=int, default=4, help="candidates timed with rows and packed")
+    parser.add_argument("--timing-only", action="store_true", help="stop after the rows / packed timing")
     args = parser.parse_args()
     torch.set_num_threads(1)
     from smollm2_data import CACHE
@@ -84,29 +86,32 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict = {"items": int(data.item.max()) + 1, "rows": len(data), "tasks": list(TASKS)}
 
-    def toolbox_for(packing: bool):
+    def toolbox_for(packing: bool, by_length: bool = True):
         toolbox = make_toolbox(experts, data, "methods", method="ties", base_model=CACHE / "base",
                                genome_granularity="group:10", objectives=["accuracy", "choice_loss"], batch_size=16)
         scorer = toolbox.evaluate.func.state.scorer
-        if not packing:
-            scorer.packing = False
+        if not (packing and by_length):
+            scorer.packing, scorer.length_sorted = packing, by_length
             scorer.set_batch_size(scorer.batch_size)
         return toolbox
 
     packed = toolbox_for(True)
     genomes = candidates(packed, args.candidates)
-    rows = toolbox_for(False)
+    variants = {"rows, file order": toolbox_for(False, False), "rows": toolbox_for(False), "packed": packed}
     warm = genomes[-1:]  # a first candidate for each (their first merge pays page faults)
-    rows.map(rows.evaluate, warm)
-    packed.map(packed.evaluate, warm)
+    for toolbox in variants.values():
+        toolbox.map(toolbox.evaluate, warm)
     timed = genomes[-1 - args.timed:-1]  # merges (children), not pure sources: the merge is part of the cost
-    times = {"rows": [], "packed": []}
-    for genome in timed:  # alternately, so that anything else the machine does weighs on both alike
-        times["rows"].append(seconds_per_candidate(rows, [genome]))
-        times["packed"].append(seconds_per_candidate(packed, [genome]))
-    report["seconds per candidate, rows"] = float(np.mean(times["rows"]))
-    report["seconds per candidate, packed"] = float(np.mean(times["packed"]))
+    times = {name: [] for name in variants}
+    for genome in timed:  # in turn, so that anything else the machine does weighs on each alike
+        for name, toolbox in variants.items():
+            times[name].append(seconds_per_candidate(toolbox, [genome]))
+    for name in variants:
+        report[f"seconds per candidate, {name}"] = float(np.mean(times[name]))
     print(json.dumps(report), flush=True)
+    if args.timing_only:
+        (args.out / "timing-order.json").write_text(json.dumps({**report, "times": times}, indent=1))
+        return 0
     started = time.perf_counter()
     for i, genome in enumerate(genomes):
         packed.map(packed.evaluate, [genome])

@@ -20,14 +20,15 @@ _ROW_FIELDS = ("item", "correct", "norm_length")
 
 @dataclass(frozen=True)
 class Batch:
-    """One slice of rows, moved to the device: inputs for the model and what the metrics need."""
+    """Some rows (whole items), moved to the device: inputs for the model and what the metrics need. ``rows``
+    are the data's row indices (a CPU LongTensor), in the batch's order."""
 
-    rows: slice
+    rows: torch.Tensor
     input_ids: torch.Tensor
     labels: torch.Tensor
     attention_mask: torch.Tensor | None
     position_ids: torch.Tensor | None
-    scored_rows: torch.Tensor | None = None  # packed batches: the row (from rows.start) of each scored position
+    scored_rows: torch.Tensor | None = None  # packed batches: the row (of rows) each scored position belongs to
 
 
 @dataclass(frozen=True)
@@ -198,24 +199,32 @@ class BenchmarkData:
                     f"{name} has sequences of {lengths} tokens, longer than the models' context of {max_positions}"
                 )
 
-    def batch_starts(self, batch_size: int) -> list[int]:
-        """Row offsets of the batches; a multiple-choice item is never split between two batches."""
-        starts, start = [], 0
-        while start < len(self):
-            starts.append(start)
-            stop = min(start + batch_size, len(self))
-            if self.item is not None and stop < len(self):
-                last = self.item[stop - 1]
-                while stop < len(self) and self.item[stop] == last:
-                    stop += 1
-            start = stop
-        return starts
+    def batch_rows(self, batch_size: int, by_length: bool = True) -> list[torch.Tensor]:
+        """The rows of each batch: whole items (a multiple-choice item's choices stay together), at most
+        ``batch_size`` rows unless one item has more. Padded data goes ``by_length``, in order of each item's
+        longest row, so that a batch holds rows of about one length (little padding); otherwise, and for
+        unpadded data, in the data's order."""
+        if self.item is None:
+            spans = [(r, r + 1) for r in range(len(self))]
+        else:
+            bounds = [0, *(torch.nonzero(self.item[1:] != self.item[:-1]).flatten() + 1).tolist(), len(self)]
+            spans = list(zip(bounds[:-1], bounds[1:]))
+        if self.attention_mask is not None and by_length:
+            lengths = self.attention_mask.sum(dim=1).tolist()
+            spans.sort(key=lambda span: max(lengths[span[0]:span[1]]))
+        batches, current = [], []
+        for start, stop in spans:
+            if current and len(current) + stop - start > batch_size:
+                batches.append(torch.tensor(current, dtype=torch.long))
+                current = []
+            current += range(start, stop)
+        if current:
+            batches.append(torch.tensor(current, dtype=torch.long))
+        return batches
 
-    def batches(self, batch_size: int, device: torch.device | str) -> Iterator[Batch]:
-        """Batches moved to ``device``, with padding columns that no row uses cut off."""
-        starts = self.batch_starts(batch_size) + [len(self)]
-        for start, stop in zip(starts[:-1], starts[1:]):
-            rows = slice(start, stop)
+    def batches(self, batch_size: int, device: torch.device | str, by_length: bool = True) -> Iterator[Batch]:
+        """Batches (:meth:`batch_rows`) moved to ``device``, with padding columns that no row uses cut off."""
+        for rows in self.batch_rows(batch_size, by_length):
             ids, labels = self.input_ids[rows], self.labels[rows]
             mask = None if self.attention_mask is None else self.attention_mask[rows]
             position_ids = None

@@ -65,7 +65,7 @@ class RowStatistics:
         self.tokens = torch.zeros(n_rows, dtype=torch.long)
         self.right = torch.zeros(n_rows, dtype=torch.long)
 
-    def add(self, rows: slice, stats: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
+    def add(self, rows: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
         nll, tokens, right = (s.cpu() for s in stats)
         self.nll[rows] += nll
         self.tokens[rows] += tokens

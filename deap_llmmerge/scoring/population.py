@@ -10,6 +10,8 @@ for an architecture where they would change a single metric):
 - **Logits only where they count.** The output head runs only at positions whose next token is scored.
 - **Contexts scored once.** A multiple-choice item's choices are packed into one row that holds the context
   once (:mod:`.packing`).
+
+Batches hold rows of about one length (items in order of their longest row), so that little is padding.
 """
 
 from __future__ import annotations
@@ -108,6 +110,7 @@ class PopulationScorer:
         self.prefix_sharing = savings
         self.head_at_labels = savings and metrics is None
         self.packing = savings
+        self.length_sorted = savings  # batches of rows of about one length (:meth:`BenchmarkData.batch_rows`)
         self.layers_saved = 0
         self.layers_run = 0
         self.set_batch_size(batch_size)
@@ -125,7 +128,8 @@ class PopulationScorer:
     def set_batch_size(self, batch_size: int) -> None:
         self.batch_size = batch_size
         device = next(self.engine.model.parameters()).device
-        self.batches = {name: [self._packed(batch, data) for batch in data.batches(batch_size, device)]
+        self.batches = {name: [self._packed(batch, data) for batch in data.batches(batch_size, device,
+                                                                                  self.length_sorted)]
                         for name, data in self.benchmarks.items()}
 
     def _packed(self, batch: Batch, data: BenchmarkData) -> Batch:
@@ -189,8 +193,7 @@ class PopulationScorer:
             for logits, batch in zip(logits_per_batch[name], batches):
                 scored = logits[0] if self.head_at_labels else \
                     logits[:, :-1][batch.labels[:, 1:] != IGNORE_INDEX]
-                stats.add(batch.rows, row_statistics(scored, batch.labels, batch.scored_rows,
-                                                     batch.rows.stop - batch.rows.start))
+                stats.add(batch.rows, row_statistics(scored, batch.labels, batch.scored_rows, len(batch.rows)))
             tables[name] = item_table(stats.nll, stats.tokens, stats.right, data)
             results[name] = weighted_metrics(tables[name], data.kind, self.weights.get(name))
         return results, tables
@@ -281,7 +284,7 @@ class PopulationScorer:
     def _check_savings(self, plan: MergePlan) -> None:
         if not (self.prefix_sharing or self.head_at_labels or self.packing):
             return
-        probe = {name: data.subset(torch.arange(self.batches[name][0].rows.start, self.batches[name][0].rows.stop))
+        probe = {name: data.subset(self.batches[name][0].rows.sort().values)
                  for name, data in self.benchmarks.items()}
         plain = {name: benchmark_metrics(self.engine.apply(plan), data, self.batch_size)
                  for name, data in probe.items()}

@@ -65,8 +65,10 @@ def test_multiple_choice_metrics_match_the_reference(tmp_path):
 
 def test_choices_of_one_item_stay_in_one_batch(tmp_path):
     data = build_benchmark("multiple_choice", write_jsonl(tmp_path / "mc.jsonl", MC), tiny_tokenizer())
-    starts = data.batch_starts(2)
-    assert starts == [0, 3, 5, 9]
+    batches = data.batch_rows(2)
+    assert sorted(torch.cat(batches).tolist()) == list(range(len(data)))
+    for rows in batches:  # whole items only
+        assert all(int((data.item == item).sum()) == int((data.item[rows] == item).sum()) for item in data.item[rows])
 
 
 def test_completion_metrics_match_the_reference(tmp_path):

@@ -50,7 +50,7 @@ def per_row(model, batches, n_rows):
         for batch in batches:
             logits = model(**model_inputs(batch)).logits
             scored = logits[:, :-1][batch.labels[:, 1:] != IGNORE_INDEX]
-            stats = row_statistics(scored, batch.labels, batch.scored_rows, batch.rows.stop - batch.rows.start)
+            stats = row_statistics(scored, batch.labels, batch.scored_rows, len(batch.rows))
             nll[batch.rows] += stats[0]
             tokens[batch.rows] += stats[1]
     return nll, tokens
@@ -84,3 +84,23 @@ def test_an_item_without_a_shared_context_or_with_one_choice_is_left_as_it_is():
     data = BenchmarkData(ids, labels, kind="multiple_choice", item=torch.tensor([0, 0, 1]),
                          correct=torch.tensor([True, False, True]), norm_length=torch.ones(3, dtype=torch.float64))
     assert pack_choices(next(data.batches(8, "cpu")), data.item) is None
+
+
+def test_batches_hold_rows_of_about_one_length_and_score_as_in_file_order():
+    lengths = [4, 30, 5, 29, 6, 28, 7, 27]  # short and long rows in turn: file order pads every batch
+    ids = torch.zeros(len(lengths), 32, dtype=torch.long)
+    mask = torch.zeros(len(lengths), 32, dtype=torch.long)
+    for r, n in enumerate(lengths):
+        ids[r, :n] = torch.arange(1, n + 1) % 60 + 1
+        mask[r, :n] = 1
+    labels = torch.where(mask.bool(), ids, torch.full_like(ids, IGNORE_INDEX))
+    data = BenchmarkData(ids, labels, attention_mask=mask)
+
+    def padded(by_length):
+        return sum(batch.input_ids.numel() for batch in data.batches(2, "cpu", by_length))
+
+    assert padded(True) == 2 * (5 + 7 + 28 + 30) and padded(False) == 2 * (30 + 29 + 28 + 27)
+    assert sorted(torch.cat(data.batch_rows(2)).tolist()) == list(range(len(lengths)))
+    model = tiny_model("llama", 1)
+    ordered, file_order = (per_row(model, data.batches(2, "cpu", by_length), len(data)) for by_length in (True, False))
+    assert torch.equal(ordered[1], file_order[1]) and torch.allclose(ordered[0], file_order[0], atol=1e-4)
