@@ -16,7 +16,7 @@ from pathlib import Path
 from torch import nn
 
 from ..errors import SourceModelError, first_line
-from .loading import Source, load_model
+from .loading import Source, load_model, no_progress_bars
 
 __all__ = ["is_adapter", "merged_adapter", "with_adapter_merged"]
 
@@ -33,8 +33,10 @@ def _base_of(path: Path, named: str | None, base: Path | None) -> Path:
         if candidate.is_dir() and (candidate / "config.json").is_file() or candidate.suffix == ".gguf" and \
                 candidate.is_file():
             return candidate
-    raise SourceModelError(f"source model {path} is a PEFT adapter of {named!r}, which is not a local model "
-                           "folder: name the base model's folder with base: in the config (base_model= in the API)")
+    what = f"of {named!r}, which is not a local model folder" if named else \
+        "whose adapter_config.json names no base model"
+    raise SourceModelError(f"source model {path} is a PEFT adapter {what}: name the base model's folder with base: "
+                           "in the config (base_model= in the API)")
 
 
 def merged_adapter(path: Path, base: Path | None = None, trust_remote_code: bool = False) -> nn.Module:
@@ -51,7 +53,8 @@ def merged_adapter(path: Path, base: Path | None = None, trust_remote_code: bool
     folder = _base_of(path, named, base)
     model = load_model(Source(folder.name, folder), trust_remote_code)
     try:
-        merged = PeftModel.from_pretrained(model, str(path), is_trainable=False).merge_and_unload()
+        with no_progress_bars():
+            merged = PeftModel.from_pretrained(model, str(path), is_trainable=False).merge_and_unload()
     except Exception as exc:  # peft raises many types for a bad adapter; the user needs the one line
         raise SourceModelError(f"cannot merge PEFT adapter {path} into {folder}: {first_line(exc)}") from exc
     merged.config._name_or_path = str(path)

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import mmap
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,8 +17,8 @@ from torch import nn
 
 from ..errors import SourceModelError, first_line
 
-__all__ = ["Source", "as_source", "load_model", "load_config", "meta_parameter_names", "mmap_safetensors",
-           "map_weights", "weight_files", "sha256_of"]
+__all__ = ["Source", "as_source", "load_model", "no_progress_bars", "load_config", "meta_parameter_names",
+           "mmap_safetensors", "map_weights", "weight_files", "sha256_of"]
 
 _SAFETENSORS_DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -50,6 +51,21 @@ def as_source(item: object, index: int) -> Source:
     raise SourceModelError(f"source {index}: expected a model, a path or {{path, name}}, got {type(item).__name__}")
 
 
+@contextlib.contextmanager
+def no_progress_bars() -> Iterator[None]:
+    """transformers' "Loading weights" / "Writing model shards" bars off while inside (a library prints
+    nothing; the CLI draws its own progress), as they were after."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 def load_model(source: Source, trust_remote_code: bool = False) -> nn.Module:
     """Load a causal LM from a local HF folder or a ``.gguf`` file (weights dequantised)."""
     from transformers import AutoModelForCausalLM
@@ -62,16 +78,17 @@ def load_model(source: Source, trust_remote_code: bool = False) -> nn.Module:
     if path.suffix != ".gguf":
         _check_model_folder(path)
     try:
-        if path.suffix == ".gguf":
-            model = AutoModelForCausalLM.from_pretrained(
-                str(path.parent), gguf_file=path.name, trust_remote_code=trust_remote_code, local_files_only=True
-            )
-            model.hf_quantizer = None
-            if hasattr(model.config, "quantization_config"):
-                del model.config.quantization_config
-        else:
-            model = AutoModelForCausalLM.from_pretrained(str(path), trust_remote_code=trust_remote_code,
-                                                         local_files_only=True)
+        with no_progress_bars():
+            if path.suffix == ".gguf":
+                model = AutoModelForCausalLM.from_pretrained(
+                    str(path.parent), gguf_file=path.name, trust_remote_code=trust_remote_code, local_files_only=True
+                )
+                model.hf_quantizer = None
+                if hasattr(model.config, "quantization_config"):
+                    del model.config.quantization_config
+            else:
+                model = AutoModelForCausalLM.from_pretrained(str(path), trust_remote_code=trust_remote_code,
+                                                             local_files_only=True)
     except Exception as exc:  # transformers raises many types; the user needs the one line
         raise _load_error(path, exc, trust_remote_code) from exc
     return model.eval()

@@ -14,6 +14,7 @@ from deap import tools
 from torch import nn
 
 from ..errors import LLMMergeError
+from ..models.loading import no_progress_bars
 
 __all__ = ["prepare_output_dir", "atomic_write_text", "atomic_write_bytes", "move_into_place", "save_model",
            "logbook_csv", "TOKENIZER_FILES", "RUN_FILES"]
@@ -95,7 +96,8 @@ def save_model(model: nn.Module, folder: Path, tokenizer_from: Path | None = Non
         raise LLMMergeError(f"{folder} already exists; refusing to overwrite it")
     temporary = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
-        model.save_pretrained(temporary)
+        with no_progress_bars():
+            model.save_pretrained(temporary)
         for name, text in (files or {}).items():
             (temporary / name).write_text(text)
         if tokenizer_from is not None and tokenizer_from.is_dir():

@@ -36,6 +36,7 @@ from ..distributed.worker import worker_device
 from ..errors import BenchmarkDataError, InvalidGenomeError
 from ..genomes import GenomeFamily, GenomeSpace
 from ..models.engine import MergeEngine
+from ..models.loading import no_progress_bars
 from ..models.plans import MergePlan
 from ..models.sources import SourcePool
 from .benchmarks import BenchmarkData
@@ -140,7 +141,8 @@ class Evaluator:
                     continue
                 target = folder / f"source-{k}"
                 if not target.exists():
-                    entry.model.save_pretrained(target)
+                    with no_progress_bars():
+                        entry.model.save_pretrained(target)
                 paths.append((entry.name, target))
             self.sources = tuple(paths[:pool.num_sources])
             self.base = paths[pool.num_sources] if len(paths) > pool.num_sources else None

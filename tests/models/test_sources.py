@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import tiny_benchmark, tiny_model
 
 from deap_llmmerge import IncompatibleModelsError, SourcePool
 from deap_llmmerge.errors import SourceModelError
@@ -76,7 +76,8 @@ def test_missing_path_is_named(tmp_path):
 
 
 @pytest.mark.parametrize("what, message", [
-    ("adapter", r"adapter is a PEFT adapter \(adapter_config.json, no config.json\): merge it into its base model"),
+    ("adapter", r"adapter is a PEFT adapter (whose adapter_config.json names no base model: name the base model's "
+                r"folder with base:|\(adapter_config.json, no config.json\): merge it into its base model)"),
     ("empty folder", r"empty folder has no config.json: not a Hugging Face model folder"),
     ("weights file", r"model.safetensors is a file: name its folder \(with config.json\) or a .gguf file"),
 ])
@@ -194,3 +195,18 @@ def test_pure_genome_reproduces_other_layouts(arch):
     merged = ga.merge_layers([1] * len(ga.pool.part_names))
     with torch.no_grad():
         assert torch.equal(merged(input_ids=ids).logits, sources[1](input_ids=ids).logits)
+
+
+def test_library_use_prints_no_loading_bars(tmp_path, capsys):
+    from transformers.utils import logging as hf_logging
+
+    from deap_llmmerge import LLMMergeGA
+
+    for seed in (1, 2):
+        tiny_model("llama", seed).save_pretrained(tmp_path / f"m{seed}")
+    capsys.readouterr()
+    ga = LLMMergeGA([tmp_path / "m1", tmp_path / "m2"], tiny_benchmark(), population_size=4, max_generations=1,
+                    genome="blend")
+    ga.run()
+    assert "Loading weights" not in capsys.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()  # the user's own transformers calls keep their bars
