@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -29,6 +30,7 @@ STATUS_ENV = "DEAP_LLMMERGE_STATUS"  # where a launched run writes how it ended
 ROOT_PID_ENV = "DEAP_LLMMERGE_ROOT_PID"  # where a launched run writes the pid of its root process
 LOCK_ENV = "DEAP_LLMMERGE_LOCKED"  # the output folder whose lock the launcher holds for the run
 PROGRESS_ENV = "DEAP_LLMMERGE_PROGRESS"  # "1": draw the progress bar although stderr is a pipe
+_log = logging.getLogger(__name__)
 
 
 def scoop_map(func: Callable, tasks: Iterable) -> Iterator:
@@ -109,6 +111,8 @@ def launch_scoop(argv: list[str], workers: int, hostfile: Path | None = None,
         if hostfile is not None:
             command += ["--hostfile", str(hostfile)]
         command += [str(scoop_entry_path()), *argv]
+        _log.info("starting %d SCOOP workers %s; the run's log follows once they are up", workers,
+                 f"on the hosts of {hostfile}" if hostfile is not None else "on this host")
         env = {**os.environ, STATUS_ENV: str(status_file), ROOT_PID_ENV: str(root_pid), **(extra_env or {})}
         if sys.stderr.isatty():
             env[PROGRESS_ENV] = "1"

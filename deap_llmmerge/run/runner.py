@@ -182,6 +182,8 @@ def run_config(config: RunConfig, output: Path, base_map: Callable = map, *, res
     config or the inputs changed, unless ``force``); without ``resume``, an existing non-empty
     ``output`` is refused unless ``force``.
     """
+    log.info("loading %d source models%s and the benchmarks", len(config.models),
+             "" if config.base is None else " and the base")
     pool = load_sources(config)
     tokenizer_from = config.tokenizer or config.models[0].path
     validation = load_benchmarks(config.validations(), tokenizer_from, config.trust_remote_code)
@@ -204,6 +206,8 @@ def run_config(config: RunConfig, output: Path, base_map: Callable = map, *, res
         prepare_output_dir(output, force=force)
     ga.callback = _WriteCheckpoint(output, settings, input_hashes)
     best = ga.run()
+    log.info("scoring the best merge against the sources and seeded recipes%s", " and on the validation data"
+             if validation else "")
     held_out, paired = compare_with_references(ga, best, validation)
     held_out = held_out or None
     itself = no_merge(ga, best)

@@ -148,8 +148,9 @@ def test_a_scoop_run_streams_a_line_per_generation_and_leaves_no_log(blend_run):
     process = subprocess.Popen([sys.executable, "-m", "deap_llmmerge", "run", str(blend_run / "config.yaml"),
                                 "--output", str(blend_run / "scoop"), "--workers", "2"], env=ENV,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    seen, while_running = [], 0
+    seen, while_running, lines = [], 0, []
     for line in process.stderr:
+        lines.append(line)
         if re.search(r"generation \d+/2: ", line):
             seen.append(line)
             while_running += process.poll() is None
@@ -157,6 +158,8 @@ def test_a_scoop_run_streams_a_line_per_generation_and_leaves_no_log(blend_run):
     assert process.returncode == 0
     assert len(seen) == 3 and while_running >= 2, seen
     assert "max/mean/min accuracy" in seen[0] and "best so far accuracy" in seen[0]
+    assert "starting 2 SCOOP workers on this host" in lines[0]  # said in the first second, before SCOOP is up
+    assert any("loading 2 source models" in line for line in lines[:3])
     assert not list(Path("/tmp").glob(f"deap-llmmerge-scoop-{process.pid}.log"))
 
 
