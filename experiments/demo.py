@@ -74,6 +74,8 @@ def main() -> int:
     config, models = write_inputs(work)
     print(f"experts ready in {time.time() - started:.0f} s: {', '.join(str(p) for p in models.values())}")
     output = ROOT / "runs" / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    print(f"evolving their merge: deap-llmmerge run {config} (population {GA_SETTINGS['population_size']}, "
+          f"{GA_SETTINGS['max_generations']} generations) ...", flush=True)
     status = cli_main(["--quiet", "run", str(config), "--output", str(output)])
     if status != 0:
         return status

@@ -93,6 +93,8 @@ def build_experts(folder: Path, base_steps: int = 1500, expert_steps: int = 300)
     paths = {name: folder / name for name in ("base", "letters-expert", "digits-expert")}
     if all((path / "config.json").exists() for path in paths.values()):
         return paths
+    print(f"training a base that copies strings ({base_steps} steps), then two experts from it ({expert_steps} "
+          f"steps each); cached in {folder}", flush=True)
     torch.manual_seed(0)
     base = LlamaForCausalLM(_config())
     _train(base, "copy", base_steps, 3e-3, seed=1)
@@ -100,6 +102,7 @@ def build_experts(folder: Path, base_steps: int = 1500, expert_steps: int = 300)
     experts = (("letters-expert", "shift", 2, range(0, 3)), ("digits-expert", "increment", 3, range(3, 6)))
     for name, task, seed, layers in experts:
         expert = LlamaForCausalLM.from_pretrained(paths["base"])
+        print(f"  {name}: layers {layers.start}-{layers.stop - 1} learn to {task}", flush=True)
         _train(expert, task, expert_steps, 1e-3, seed, layers)
         expert.save_pretrained(paths[name])
     return paths

@@ -23,9 +23,12 @@ def test_mixed_benchmark_labels_only_the_answers():
     assert (bench["labels"][0, :9] == -100).all() and bench["labels"][0, 9] == TOKEN[answer[0]]
 
 
-def test_experts_share_the_base_outside_their_trained_layers(tmp_path):
+def test_experts_share_the_base_outside_their_trained_layers(tmp_path, capsys):
     paths = build_experts(tmp_path, base_steps=3, expert_steps=2)
-    assert build_experts(tmp_path) == paths  # cached: no training the second time
+    said = capsys.readouterr().out  # the demo's first, longest step says what it does
+    assert said.startswith("training a base that copies strings (3 steps), then two experts") and \
+        "letters-expert: layers 0-2 learn to shift" in said
+    assert build_experts(tmp_path) == paths and capsys.readouterr().out == ""  # cached: no training again
     ga = LLMMergeGA([paths["letters-expert"], paths["digits-expert"]], mixed_benchmark(4, seed=1),
                     population_size=4, max_generations=1)
     letters, digits = ga.pool.tensors
