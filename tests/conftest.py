@@ -145,6 +145,17 @@ def saved_llamas(tmp_path_factory):
     return paths
 
 
+def imitation(teacher, seed: int = 0, n: int = 16, length: int = 10) -> dict[str, torch.Tensor]:
+    """Random sequences labelled with ``teacher``'s own greedy predictions: ``teacher`` is right everywhere
+    (the best candidate of a run scored on them)."""
+    ids = torch.randint(0, 64, (n, length), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        predicted = teacher(input_ids=ids).logits.argmax(-1)
+    labels = torch.full_like(ids, -100)
+    labels[:, 1:] = predicted[:, :-1]
+    return {"input_ids": ids, "labels": labels}
+
+
 def write_run_config(folder, models, name: str = "config.yaml", **settings):
     """In ``folder``: the tiny benchmark as bench.pt (once) and a run config over ``models`` scored on it,
     with ``settings`` (``genome``, ``ga``, ...) as further keys; returns the config's path."""

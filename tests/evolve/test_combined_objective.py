@@ -2,8 +2,7 @@
 selection and CMA-ES the first of several benchmarks no longer decides alone."""
 
 import pytest
-import torch
-from conftest import tiny_model
+from conftest import imitation, tiny_model
 
 from deap_llmmerge import ConfigError, LLMMergeGA
 from deap_llmmerge.run.config import RunConfig
@@ -40,16 +39,6 @@ def test_the_config_takes_a_combined_objective_alone_or_in_a_list():
         config = RunConfig.model_validate({"models": ["a", "b"], "benchmark": {"qa": "qa.pt", "play": "play.pt"},
                                            "objectives": objectives})
         assert parse_objectives(config.objectives, ["qa", "play"])[-1].label.startswith("mean(")
-
-
-def imitation(teacher, seed, n=16, length=10):
-    """Random sequences labeled with ``teacher``'s greedy predictions: ``teacher`` is right everywhere."""
-    ids = torch.randint(0, 64, (n, length), generator=torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        predicted = teacher(input_ids=ids).logits.argmax(-1)
-    labels = torch.full_like(ids, -100)
-    labels[:, 1:] = predicted[:, :-1]
-    return {"input_ids": ids, "labels": labels}
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 import yaml
-from conftest import cli, tiny_benchmark, tiny_model
+from conftest import cli, imitation, tiny_benchmark, tiny_model
 from safetensors.torch import load_file
 
 from deap_llmmerge import BenchmarkData, ConfigError, LLMMergeGA
@@ -30,17 +30,6 @@ def test_objectives_default_to_accuracy_and_loss_of_every_benchmark():
 def test_bad_objectives_are_named(specs, message):
     with pytest.raises(ConfigError, match=message):
         parse_objectives(specs, ["qa", "play"])
-
-
-def imitation(teacher, seed, n=16, length=10):
-    """Random sequences labeled with ``teacher``'s greedy predictions: ``teacher`` is right everywhere."""
-    generator = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, 64, (n, length), generator=generator)
-    with torch.no_grad():
-        predicted = teacher(input_ids=ids).logits.argmax(-1)
-    labels = torch.full_like(ids, -100)
-    labels[:, 1:] = predicted[:, :-1]
-    return {"input_ids": ids, "labels": labels}
 
 
 @pytest.fixture(scope="module")

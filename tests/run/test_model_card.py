@@ -6,17 +6,7 @@ import json
 import pytest
 import torch
 import yaml
-from conftest import cli, tiny_model, write_run_config
-
-
-def imitation(teacher, n=12, length=10):
-    """Labels that are ``teacher``'s own greedy predictions: the teacher itself is the best candidate."""
-    ids = torch.randint(0, 64, (n, length), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        predicted = teacher(input_ids=ids).logits.argmax(-1)
-    labels = torch.full_like(ids, -100)
-    labels[:, 1:] = predicted[:, :-1]
-    return {"input_ids": ids, "labels": labels}
+from conftest import cli, imitation, tiny_model, write_run_config
 
 
 @pytest.fixture(scope="module")
