@@ -87,6 +87,8 @@ def main() -> int:
     parser.add_argument("folder", type=Path)
     parser.add_argument("--first", type=int, default=10)
     parser.add_argument("--generation", type=int, default=8)
+    parser.add_argument("--timing-order", type=Path, help="a --timing-only run's timing-order.json (rows in file "
+                        "order, rows by length, packed by length)")
     args = parser.parse_args()
     with np.load(args.folder / "items.npz") as content:
         correct, score = content["correct"].astype(np.float64), content["score"].astype(np.float64)
@@ -100,6 +102,14 @@ def main() -> int:
                        "anchors, packed (rows on every item / packed on the anchors)": rows / cheap,
                        "and if racing saved on the anchors what it saves on every item":
                            rows / cheap / max(1e-9, 1 - result["racing"]["share saved"])}
+    if args.timing_order is not None:
+        order = json.loads(args.timing_order.read_text())
+        before, by_length, packed_by_length = (order[f"seconds per candidate, {name}"] for name in
+                                               ("rows, file order", "rows", "packed"))
+        result["speed"]["batches by length"] = {
+            "rows by length / packed by length (packing alone)": by_length / packed_by_length,
+            "rows in file order / rows by length (sorting alone)": before / by_length,
+            "rows in file order / packed by length (both: today's path against the new one)": before / packed_by_length}
     print(json.dumps(result, indent=1))
     (args.folder / "analysis.json").write_text(json.dumps(result, indent=1))
     return 0
