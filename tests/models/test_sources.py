@@ -204,6 +204,7 @@ def test_library_use_prints_no_loading_bars(tmp_path, capsys):
 
     for seed in (1, 2):
         tiny_model("llama", seed).save_pretrained(tmp_path / f"m{seed}")
+    hf_logging.enable_progress_bar()  # as in a user's fresh process (the CLI, run in-process by tests, turns it off)
     capsys.readouterr()
     ga = LLMMergeGA([tmp_path / "m1", tmp_path / "m2"], tiny_benchmark(), population_size=4, max_generations=1,
                     genome="blend")
