@@ -155,7 +155,7 @@ def _take(method: MergeMethod, participants: Sequence[int], values: dict, option
     if method.name == "slerp":
         t = values["t"]
         return participants[0] if t == 0 else participants[1] if t == 1 else None
-    if method.name in ("model_stock", "karcher", "sce"):
+    if not method.takes_one_source:
         return None
     if method.name == "nearswap":  # t = 0 keeps the base
         return base_index if values["t"] == 0 else None

@@ -31,6 +31,7 @@ class MergeMethod:
     max_sources: int | None = None
     defaults: dict[str, float] = field(default_factory=dict)
     options: dict[str, object] = field(default_factory=dict)
+    takes_one_source: bool = True  # some parameters give back one source exactly (model_stock, karcher, sce: none)
 
     def check(self, part: str, step) -> None:
         """Raise InvalidGenomeError when ``step`` does not fit this method."""

@@ -26,4 +26,4 @@ def model_stock(inputs: MergeInputs, generator=None) -> torch.Tensor:
     return t * average + (1 - t) * base
 
 
-METHODS = (MergeMethod("model_stock", model_stock, needs_base=True, min_sources=2),)
+METHODS = (MergeMethod("model_stock", model_stock, needs_base=True, min_sources=2, takes_one_source=False),)

@@ -38,4 +38,5 @@ def sce(inputs: MergeInputs, select_topk: float, generator=None) -> torch.Tensor
     return base + (vectors * kept).sum(dim=0) / kept.sum(dim=0).clamp(min=1e-6)
 
 
-METHODS = (MergeMethod("sce", sce, per_part=("select_topk",), needs_base=True, defaults={"select_topk": 1.0}),)
+METHODS = (MergeMethod("sce", sce, per_part=("select_topk",), needs_base=True, defaults={"select_topk": 1.0},
+                       takes_one_source=False),)

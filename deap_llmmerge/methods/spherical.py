@@ -101,6 +101,6 @@ METHODS = (
     MergeMethod("nuslerp", nuslerp, per_source=("weight",), min_sources=2, max_sources=2, defaults={"weight": 1.0}),
     MergeMethod("multislerp", multislerp, per_source=("weight",), defaults={"weight": 1.0},
                 options={"normalize_weights": True}),
-    MergeMethod("karcher", karcher, min_sources=2, options={"max_iter": 10, "tol": 1e-5}),
+    MergeMethod("karcher", karcher, min_sources=2, options={"max_iter": 10, "tol": 1e-5}, takes_one_source=False),
     MergeMethod("nearswap", nearswap, per_part=("t",), needs_base=True, max_sources=1, defaults={"t": 0.001}),
 )

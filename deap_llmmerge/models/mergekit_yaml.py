@@ -27,9 +27,7 @@ from .adapters import is_adapter
 from .parts import is_layer_part, layer_index
 from .plans import MergePlan, PartMerge
 
-__all__ = ["mergekit_config", "CANNOT_TAKE"]
-CANNOT_TAKE = ("model_stock", "karcher", "sce")  # methods without parameters that give back one source (sce:
-# a slice of one source and the base would, but mergekit 0.1.5 then refuses the head: "Base input is not present")
+__all__ = ["mergekit_config"]
 
 
 def _method_of(plan: MergePlan) -> str:
@@ -67,7 +65,8 @@ def _sources(step: PartMerge, method: str, n_sources: int, base: int | None,
         if method == "nearswap":  # t = 0 keeps the base; a t beyond every |base - source| takes the source
             indices = [k for k in range(n_sources) if k != base]
             return indices + [base], {}, {"t": 0.0 if taken == base else 1e6}
-        if method in CANNOT_TAKE:
+        if not spec.takes_one_source:  # (sce: a slice of one source and the base would take it, but mergekit
+            # 0.1.5 then refuses the head: "Base input is not present")
             indices = [k for k in range(n_sources) if k != base] if spec.needs_base else list(range(n_sources))
             per_source = {}
         elif spec.needs_base:
@@ -105,7 +104,7 @@ def mergekit_config(plan: MergePlan, models: Sequence[str], num_layers: Sequence
             differ.setdefault(f"use another method than {method} (mergekit takes one per config); their slices "
                               f"below are written as {method} for their first source", []).append(part)
             step = PartMerge("take", (step.sources[0],), step.source_part)
-        elif step.method == "take" and method in CANNOT_TAKE:
+        elif step.method == "take" and method in MERGE_METHODS and not MERGE_METHODS[method].takes_one_source:
             differ.setdefault(f"take one source, which {method} cannot express; their slices below are "
                               f"{method} merges", []).append(part)
         elif step.method == method and MERGE_METHODS[method].random:

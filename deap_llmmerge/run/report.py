@@ -68,9 +68,8 @@ def _pareto(plt, points: list[tuple], members: list[tuple | None], names: list[s
         return False
     pairs = [(i, j) for i in range(min(k, 4)) for j in range(i + 1, min(k, 4))]
     columns = min(3, len(pairs))
-    figure, axes = plt.subplots(-(-len(pairs) // columns), columns, figsize=(4.8 * columns, 3.9 * -(-len(pairs) //
-                                                                                                   columns)),
-                                squeeze=False)
+    rows = -(-len(pairs) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.8 * columns, 3.9 * rows), squeeze=False)
     better = {1.0: "higher is better", -1.0: "lower is better"}
     for axis, (i, j) in zip(axes.flat, pairs):
         axis.scatter([p[j] for p in points], [p[i] for p in points], s=12, alpha=0.4, label="scored candidates")
