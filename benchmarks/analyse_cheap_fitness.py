@@ -6,10 +6,12 @@ candidates scored on all the items, so an estimate from a few items can be check
   whole-set accuracy and the Spearman rank correlation over them; beside it, uniformly random items of the
   same count (median of 20 draws), for scale.
 - **racing**: replayed as a tournament search of generations of ``--generation`` candidates with one elite:
-  each later candidate is scored in 4 slices of the shuffled items and stopped once its 99% optimistic
-  accuracy is below the best so far (the library's rule: :class:`deap_llmmerge.scoring.cheap.Race`); the
-  share of item scorings saved, and whether the best found is the best of all (or within the paired
-  bootstrap interval of it).
+  each later candidate is scored in slices of the shuffled items and stopped once its optimistic mean
+  difference from the best so far, item by item, is below 0 (the library's rule,
+  :func:`deap_llmmerge.scoring.cheap.race_stops`, at its defaults: 8 slices, z 1.96; and at other settings),
+  or, as before, once its own 99% optimistic accuracy is below the best's (4 slices); the share of item
+  scorings saved, and whether the best found is the best of all (or within the paired bootstrap interval
+  of it).
 
     .venv/bin/python benchmarks/analyse_cheap_fitness.py .cache/cheap-fitness
 """
@@ -25,7 +27,8 @@ import numpy as np
 import torch
 
 from deap_llmmerge.scoring.anchors import choose_anchors
-from deap_llmmerge.scoring.cheap import Race, estimate
+from deap_llmmerge.scoring.cheap import Race, race_stops
+from deap_llmmerge.scoring.objectives import Objective, Term
 from deap_llmmerge.scoring.paired import paired_bootstrap
 
 
@@ -50,33 +53,35 @@ def anchors(correct: np.ndarray, score: np.ndarray, first: int, share: float) ->
             "random items: median Spearman": float(np.median([r[1] for r in random]))}
 
 
-def racing(correct: np.ndarray, generation: int, slices: int = 4) -> dict:
+def racing(correct: np.ndarray, generation: int, slices: int, paired: bool, z: float) -> dict:
     n_candidates, n_items = correct.shape
     order = np.random.default_rng(0).permutation(n_items)
     parts = np.array_split(order, slices)
     best = int(np.argmax(correct[:generation].mean(axis=1)))
     scorings, stopped = generation * n_items, []
+    objective = Objective((Term("qa", "accuracy"),), "qa.accuracy")
     for start in range(generation, n_candidates, generation):  # each generation raced against the best before it
-        race = Race("lexicographic", ((float(correct[best].mean()),),), slices)
+        race = Race("lexicographic", ((float(correct[best].mean()),),), slices, z=z,
+                    reference=(("qa", correct[best]),) if paired else None)
         finished = []
         for c in range(start, min(start + generation, n_candidates)):
             seen = np.array([], dtype=int)
             for s, part in enumerate(parts):
-                seen = np.concatenate([seen, part])
+                seen = np.sort(np.concatenate([seen, part]))
                 scorings += len(part)
                 if s == slices - 1:
                     finished.append(c)
                     break
-                table = {"correct": torch.as_tensor(correct[c, seen], dtype=torch.float64)}
-                mean, error = estimate(table, "multiple_choice", "accuracy",
-                                       torch.ones(len(seen), dtype=torch.float64))
-                if race.stops((mean + race.z * error * np.sqrt(1 - len(seen) / n_items),)):
+                tables = {"qa": {"correct": torch.as_tensor(correct[c, seen], dtype=torch.float64)}}
+                if race_stops(race, [objective], [1.0], tables, {"qa": "multiple_choice"}, {"qa": seen},
+                          {"qa": torch.ones(len(seen), dtype=torch.float64)}, {"qa": len(seen) / n_items}):
                     stopped.append(c)
                     break
         best = max([best, *finished], key=lambda c: correct[c].mean())
     true_best = int(np.argmax(correct.mean(axis=1)))
     mean, low, high = paired_bootstrap(correct[true_best], correct[best])
-    return {"item scorings": scorings, "without racing": n_candidates * n_items,
+    return {"slices": slices, "paired": paired, "z": z, "item scorings": scorings,
+            "without racing": n_candidates * n_items,
             "share saved": 1 - scorings / (n_candidates * n_items), "stopped": len(stopped),
             "best found": best, "best of all": true_best, "best found is the best of all": best == true_best,
             "best of all - best found (95% CI)": [mean, low, high], "within the interval": low <= 0 <= high}
@@ -94,14 +99,20 @@ def main() -> int:
         correct, score = content["correct"].astype(np.float64), content["score"].astype(np.float64)
     timing = json.loads((args.folder / "timing.json").read_text())
     result = {"timing": timing, "anchors (10% of the items)": anchors(correct, score, args.first, 0.1),
-              "racing": racing(correct, args.generation)}
+              "racing, before (unpaired, 4 slices, z 2.58)": racing(correct, args.generation, 4, False, 2.58),
+              "racing (library defaults: paired, 8 slices, z 1.96)": racing(correct, args.generation, 8, True, 1.96),
+              "racing, paired, other settings": [
+                  {key: value for key, value in racing(correct, args.generation, slices, True, z).items()
+                   if key in ("slices", "z", "share saved", "best found is the best of all")}
+                  for slices in (4, 8, 16) for z in (2.58, 1.96)]}
     rows = timing["seconds per candidate, rows"]
     packed = timing["seconds per candidate, packed"]
     cheap = timing["seconds per candidate, packed, on the anchors"]
     result["speed"] = {"shared contexts (rows / packed)": rows / packed,
                        "anchors, packed (rows on every item / packed on the anchors)": rows / cheap,
                        "and if racing saved on the anchors what it saves on every item":
-                           rows / cheap / max(1e-9, 1 - result["racing"]["share saved"])}
+                           rows / cheap / max(1e-9, 1 - result["racing (library defaults: paired, 8 slices, z 1.96)"][
+                               "share saved"])}
     if args.timing_order is not None:
         order = json.loads(args.timing_order.read_text())
         before, by_length, packed_by_length = (order[f"seconds per candidate, {name}"] for name in

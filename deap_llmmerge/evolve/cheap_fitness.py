@@ -6,8 +6,9 @@
   its first objective's estimate was off by more than ``refresh_tolerance``, the anchors are chosen again from
   every candidate scored exactly so far (the population's bests accumulate there), and the log says so.
 - **Racing** stops a candidate that cannot enter the elites (tournament: below the k-th best, k the number of
-  elites, at least one) or the front (NSGA-II: dominated by a member); it keeps its estimate and never enters
-  the hall of fame or front. CMA-ES ranks every candidate, so it is not raced.
+  elites, at least one; paired with that elite, item by item, when its per-item results are known) or the
+  front (NSGA-II: dominated by a member); it keeps its estimate and never enters the hall of fame or front.
+  CMA-ES ranks every candidate, so it is not raced.
 - The hall of fame's (or front's) members are scored on the whole benchmarks before the run ends, so
   ``recipe.json`` holds exact figures.
 """
@@ -85,7 +86,10 @@ class CheapFitness:
                             self.settings.slices, seed=self.seed)
             else:
                 elite = tools.selBest(ga.population, max(1, ga.num_elites))[-1]
-                race = Race("lexicographic", (tuple(elite.fitness.wvalues),), self.settings.slices, seed=self.seed)
+                items = ga.cached_map.items.get(ga.cached_map.same.key(elite)) or {}
+                reference = tuple((name, scores.correct.astype(np.float64)) for name, scores in items.items()) or None
+                race = Race("lexicographic", (tuple(elite.fitness.wvalues),), self.settings.slices, seed=self.seed,
+                            reference=reference)
         return Fidelity(exact=not ga.evaluator.anchors, race=race)
 
     def exactly(self, ga, individuals: list) -> list[tuple]:

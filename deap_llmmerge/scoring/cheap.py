@@ -6,6 +6,12 @@ shuffled order, in slices, and after each slice bounds every objective of every 
 ``z`` standard errors its better way; the standard error of a weighted mean, or of a ratio for token-weighted
 losses, with the finite-population correction). A plan whose optimistic fitness cannot make it (below the
 elites' threshold, lexicographically; or dominated by a member of the front) stops there, with its estimate.
+
+**Paired** (tournament selection, when the race knows what the elite it must beat did on each item and the
+first objective is made of accuracies of multiple-choice, completion or tensors benchmarks): the bound is on
+the plan's per-item difference from that elite on the items scored so far, not on its own score, so the
+items' shared difficulty cancels: the plan stops once the mean difference, moved ``z`` standard errors up, is
+below 0. Candidates of one search differ on few items, so this stops far sooner than the unpaired bound.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from .items import item_of_rows, weighted_metrics
 from .objectives import Objective
 from .population import PopulationScorer
 
-__all__ = ["Race", "Fidelity", "EXACT", "Outcome", "ItemSets", "estimate", "score_raced"]
+__all__ = ["Race", "Fidelity", "EXACT", "Outcome", "ItemSets", "estimate", "paired_optimistic", "score_raced"]
 
 
 @dataclass(frozen=True)
@@ -35,8 +41,9 @@ class Race:
     rule: str
     thresholds: tuple[tuple[float, ...], ...]
     slices: int = 4
-    z: float = 2.58
+    z: float = 1.96  # a 95% two-sided (97.5% one-sided) bound
     seed: int = 0
+    reference: tuple[tuple[str, np.ndarray], ...] | None = None  # the elite's 0/1 per item, per benchmark
 
     def stops(self, optimistic: Sequence[float]) -> bool:
         if self.rule == "lexicographic":
@@ -77,7 +84,7 @@ def rows_of_items(data: BenchmarkData, items: np.ndarray) -> torch.Tensor:
 class ItemSets:
     """This process's scorers of item subsets (anchors, racing slices), the last few kept."""
 
-    def __init__(self, scorer: PopulationScorer, keep: int = 8) -> None:
+    def __init__(self, scorer: PopulationScorer, keep: int = 20) -> None:
         self.full = scorer
         self.keep = keep
         self._scorers: OrderedDict[tuple, PopulationScorer] = OrderedDict()
@@ -134,42 +141,74 @@ def _optimistic(objectives: Sequence[Objective], signs: Sequence[float], tables:
     return tuple(out)
 
 
+def paired_optimistic(objective: Objective, sign: float, correct: dict, positions: dict, weights: dict,
+                      fraction: dict, reference: dict, z: float) -> float | None:
+    """The first objective's difference from the reference (the elite) on the items scored, ``z`` standard
+    errors towards the plan's better side (weighted means of per-item differences, the finite-population
+    correction applied), or None when a term is not a per-item accuracy the reference holds."""
+    total, variance = 0.0, 0.0
+    for term in objective.terms:
+        if term.metric != "accuracy" or term.benchmark not in reference or term.benchmark not in correct:
+            return None
+        w = weights[term.benchmark]
+        difference = correct[term.benchmark] - torch.as_tensor(reference[term.benchmark][positions[term.benchmark]],
+                                                                dtype=torch.float64)
+        mean = float((w * difference).sum() / w.sum())
+        error = float(torch.sqrt(((w * (difference - mean)) ** 2).sum()) / w.sum())
+        total += term.share * mean
+        variance += (term.share * error) ** 2 * max(0.0, 1.0 - fraction[term.benchmark])
+    return sign * total + z * math.sqrt(variance)
+
+
+def race_stops(race: Race, objectives: Sequence[Objective], signs: Sequence[float], tables: dict, kinds: dict,
+           positions: dict, weights: dict, fraction: dict) -> bool:
+    if race.rule == "lexicographic" and race.reference is not None:
+        reference = dict(race.reference)
+        correct = {name: table["correct"] for name, table in tables.items() if kinds[name] != "text"}
+        bound = paired_optimistic(objectives[0], signs[0], correct, positions, weights, fraction, reference, race.z)
+        if bound is not None:
+            return bound < 0
+    return race.stops(_optimistic(objectives, signs, tables, kinds, weights, fraction, race.z))
+
+
 def score_raced(plans: Sequence, sets: ItemSets, chosen: dict[str, tuple[np.ndarray, np.ndarray]],
                 race: Race, objectives: Sequence[Objective], signs: Sequence[float],
                 fail: Callable[[int, Exception], None]) -> list[Outcome | None]:
-    """Race ``plans`` over the items ``chosen`` per benchmark (positions and weights)."""
+    """Race ``plans`` over the items ``chosen`` per benchmark (positions and weights), one plan after the
+    other through the slices, so that the engine merges each plan once (shared prefixes across plans are
+    not used while racing)."""
     rng = np.random.default_rng(race.seed)
     orders = {name: rng.permutation(len(items)) for name, (items, _) in chosen.items()}
     kinds = {name: data.kind for name, data in sets.full.benchmarks.items()}
-    running = list(range(len(plans)))
-    scored: dict[int, dict[str, list]] = {i: {name: [] for name in chosen} for i in running}
-    outcomes: list[Outcome | None] = [None] * len(plans)
+    slices = []
     for s in range(race.slices):
         parts = {}
         for name, (items, weights) in chosen.items():
             picked = np.sort(np.array_split(orders[name], race.slices)[s])
             parts[name] = (items[picked], weights[picked])
-        if not running or not all(len(part[0]) for part in parts.values()):
-            continue
-        results = sets.scorer(parts).score([plans[i] for i in running],
-                                          lambda k, exc, at=tuple(running): fail(at[k], exc))
-        still = []
-        for i, result in zip(running, results):
-            if result is None:
-                continue
+        if all(len(part[0]) for part in parts.values()):
+            slices.append(parts)
+    outcomes: list[Outcome | None] = [None] * len(plans)
+    for i, plan in enumerate(plans):
+        scored: dict[str, list] = {name: [] for name in chosen}
+        for s, parts in enumerate(slices):
+            result = sets.scorer(parts).score([plan], lambda k, exc, at=i: fail(at, exc))[0]
+            if result is None:  # failed: what it scored before does not count
+                outcomes[i] = None
+                break
             for name in chosen:
-                scored[i][name].append((parts[name][1], result[1][name]))
-            tables = {name: {key: torch.cat([t[key] for _, t in scored[i][name]]) for key in scored[i][name][0][1]}
+                scored[name].append((parts[name][0], parts[name][1], result[1][name]))
+            tables = {name: {key: torch.cat([t[key] for _, _, t in scored[name]]) for key in scored[name][0][2]}
                       for name in chosen}
-            weights = {name: torch.as_tensor(np.concatenate([w for w, _ in scored[i][name]]), dtype=torch.float64)
+            positions = {name: np.concatenate([p for p, _, _ in scored[name]]) for name in chosen}
+            weights = {name: torch.as_tensor(np.concatenate([w for _, w, _ in scored[name]]), dtype=torch.float64)
                        for name in chosen}
             fraction = {name: float(weights[name].sum() / chosen[name][1].sum()) for name in chosen}
             metrics = {name: weighted_metrics(tables[name], kinds[name], weights[name]) for name in chosen}
             count = sum(len(w) for w in weights.values())
-            last = s == race.slices - 1
-            stop = not last and race.stops(_optimistic(objectives, signs, tables, kinds, weights, fraction, race.z))
+            last = s == len(slices) - 1
+            stop = not last and race_stops(race, objectives, signs, tables, kinds, positions, weights, fraction)
             outcomes[i] = Outcome(metrics, tables, count, stop)
-            if not stop and not last:
-                still.append(i)
-        running = still
+            if stop:
+                break
     return outcomes

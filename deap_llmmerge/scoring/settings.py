@@ -25,7 +25,7 @@ class FitnessSettings(_Strict):
     per_benchmark: dict[str, float] = {}
     refresh_tolerance: float = Field(0.02, gt=0)
     racing: bool = False
-    slices: int = Field(4, ge=2)
+    slices: int = Field(8, ge=2)
 
 
 class CombinedObjective(_Strict):

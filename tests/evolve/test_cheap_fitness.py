@@ -70,3 +70,28 @@ def test_a_resumed_cheap_run_ends_as_the_uninterrupted_one():
     assert [(list(m), m.fitness.values) for m in resumed.halloffame] == \
         [(list(m), m.fitness.values) for m in whole.halloffame]
     assert list(resumed.logbook) == list(whole.logbook)
+
+
+def test_tournament_racing_pairs_each_candidate_with_the_elite_it_must_beat():
+    """With accuracy first, the race carries the elite's per-item results (the paired rule); stopped candidates
+    still never enter the hall of fame."""
+    import numpy as np
+
+    ga = LLMMergeGA(SOURCES, DATA, population_size=8, max_generations=4, genome="blend", seed=1,
+                    objectives=["accuracy"], fitness={"racing": True}, mutation_rate=0.3)
+    races = []
+    choose = ga.cheap.fidelity
+
+    def recording(loop):
+        fidelity = choose(loop)
+        races.append(fidelity.race)
+        return fidelity
+
+    ga.cheap.fidelity = recording
+    ga.run()
+    raced = [race for race in races if race is not None]
+    assert raced and all(race.reference is not None for race in raced)
+    name, reference = raced[-1].reference[0]
+    assert name == "benchmark" and len(reference) == 48 and set(np.unique(reference)) <= {0.0, 1.0}
+    assert ga.cached_map.stopped
+    assert not {ga.cached_map.same.key(member) for member in ga.halloffame} & ga.cached_map.stopped

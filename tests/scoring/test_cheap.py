@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from deap_llmmerge.scoring.anchors import anchor_count, choose_anchors
-from deap_llmmerge.scoring.cheap import Race, estimate
+from deap_llmmerge.scoring.cheap import Race, estimate, paired_optimistic
 from deap_llmmerge.scoring.items import weighted_metrics
 
 
@@ -50,3 +50,42 @@ def test_a_race_stops_what_cannot_enter_the_elites_or_the_front():
     assert elites.stops((0.4, -1.0)) and not elites.stops((0.5, -1.0)) and not elites.stops((0.6, -9.0))
     front = Race("dominance", ((0.5, -2.0), (0.3, -1.0)))
     assert front.stops((0.4, -2.5)) and not front.stops((0.6, -3.0)) and not front.stops((0.3, -1.0))
+
+
+def test_the_paired_bound_is_the_mean_item_difference_from_the_elite_moved_up_by_its_error():
+    from deap_llmmerge.scoring.objectives import Objective, Term
+
+    # the elite got items 0-3 right and 4-7 wrong; the candidate, scored on items 0, 2, 4, 6 of 8, got only
+    # item 0 right: differences (0, -1, 0, 0), mean -0.25, deviations (0.25, -0.75, 0.25, 0.25)
+    reference = {"qa": np.array([1, 1, 1, 1, 0, 0, 0, 0], dtype=float)}
+    correct = {"qa": torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=torch.float64)}
+    positions, weights = {"qa": np.array([0, 2, 4, 6])}, {"qa": torch.ones(4, dtype=torch.float64)}
+    objective = Objective((Term("qa", "accuracy"),), "qa.accuracy")
+    error = math.sqrt(3 * 0.25 ** 2 + 0.75 ** 2) / 4 * math.sqrt(1 - 0.5)
+    bound = paired_optimistic(objective, 1.0, correct, positions, weights, {"qa": 0.5}, reference, 2.0)
+    assert bound == pytest.approx(-0.25 + 2.0 * error)
+    # a loss term has no per-item 0/1 to pair: no paired bound (the unpaired one applies)
+    lossy = Objective((Term("qa", "loss"),), "qa.loss")
+    assert paired_optimistic(lossy, -1.0, correct, positions, weights, {"qa": 0.5}, reference, 2.0) is None
+
+
+def test_pairing_stops_a_candidate_whose_own_interval_still_overlaps_the_elite():
+    """After 80 of 400 items the candidate has lost 8 items the elite got right and won none: its own
+    interval (0.4 + 2.58 standard errors, 0.53) still reaches the elite's 0.5, but the paired difference
+    (-0.1 + 2.58 * 0.03) is below 0."""
+    from deap_llmmerge.scoring.cheap import race_stops
+    from deap_llmmerge.scoring.objectives import Objective, Term
+
+    n = 400
+    elite = np.tile([1.0, 0.0], n // 2)
+    candidate = elite.copy()
+    candidate[np.arange(0, 80, 2)[:8]] = 0.0  # 8 of the first 80 items lost, none won
+    positions = np.arange(80)
+    tables = {"qa": {"correct": torch.as_tensor(candidate[:80])}}
+    weights = {"qa": torch.ones(80, dtype=torch.float64)}
+    objective = [Objective((Term("qa", "accuracy"),), "qa.accuracy")]
+    threshold = ((float(elite.mean()),),)
+    unpaired = Race("lexicographic", threshold, z=2.58)
+    paired = Race("lexicographic", threshold, z=2.58, reference=(("qa", elite),))
+    args = (objective, [1.0], tables, {"qa": "multiple_choice"}, {"qa": positions}, weights, {"qa": 0.2})
+    assert not race_stops(unpaired, *args) and race_stops(paired, *args)
