@@ -3,8 +3,9 @@ candidates scored on all the items, so an estimate from a few items can be check
 
 - **anchors**: chosen (as the loop does) from the first ``--first`` candidates (a generation 0), N = 10% of
   the items; for the other candidates, the mean absolute error of the estimated accuracy against the
-  whole-set accuracy and the Spearman rank correlation over them; beside it, uniformly random items of the
-  same count (median of 20 draws), for scale.
+  whole-set accuracy and the Spearman rank correlation over them, for the calibrated estimate (the
+  library's, fitted on the first candidates) and the anchors' plain weighted accuracy; beside it, uniformly
+  random items of the same count (median of 20 draws), for scale.
 - **racing**: replayed as a tournament search of generations of ``--generation`` candidates with one elite:
   each later candidate is scored in slices of the shuffled items and stopped once its optimistic mean
   difference from the best so far, item by item, is below 0 (the library's rule,
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deap_llmmerge.scoring.anchors import choose_anchors
+from deap_llmmerge.scoring.anchors import calibrate, calibrated_accuracy, choose_anchors
 from deap_llmmerge.scoring.cheap import Race, race_stops
 from deap_llmmerge.scoring.objectives import Objective, Term
 from deap_llmmerge.scoring.paired import paired_bootstrap
@@ -48,8 +49,16 @@ def anchors(correct: np.ndarray, score: np.ndarray, first: int, share: float) ->
         picked = rng.choice(correct.shape[1], count, replace=False)
         estimate_ = correct[first:][:, picked].mean(axis=1)
         random.append((np.abs(estimate_ - truth).mean(), spearman(estimate_, truth)))
-    return {"anchors": count, "candidates estimated": len(truth), "MAE": float(np.abs(guess - truth).mean()),
-            "Spearman": spearman(guess, truth), "random items: median MAE": float(np.median([r[0] for r in random])),
+    coefficients = calibrate(correct[:first], score[:first], chosen, weights)
+    margins = (score[first:][:, chosen] * weights).sum(axis=1)
+    calibrated = guess if coefficients is None else \
+        np.array([calibrated_accuracy(coefficients, a, m) for a, m in zip(guess, margins)])
+    return {"anchors": count, "candidates estimated": len(truth),
+            "calibrated (the library's estimate)": {"coefficients": coefficients,
+                                                    "MAE": float(np.abs(calibrated - truth).mean()),
+                                                    "Spearman": spearman(calibrated, truth)},
+            "MAE": float(np.abs(guess - truth).mean()), "Spearman": spearman(guess, truth),
+            "random items: median MAE": float(np.median([r[0] for r in random])),
             "random items: median Spearman": float(np.median([r[1] for r in random]))}
 
 

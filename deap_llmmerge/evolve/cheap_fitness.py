@@ -1,7 +1,8 @@
 """The loop's side of cheap fitness (``fitness: {anchors: N, racing: true}``; :mod:`~deap_llmmerge.scoring.cheap`).
 
 - Generation 0 is scored on the whole benchmarks; from what its candidates did on each item, anchors are
-  chosen per benchmark (:mod:`~deap_llmmerge.scoring.anchors`), and later candidates are scored on them.
+  chosen per benchmark (:mod:`~deap_llmmerge.scoring.anchors`), and later candidates are scored on them;
+  accuracy is estimated calibrated (anchors' accuracy and graded scores) where that predicts better.
 - **Drift.** After each generation the population's best, an estimate, is scored on the whole benchmarks; when
   its first objective's estimate was off by more than ``refresh_tolerance``, the anchors are chosen again from
   every candidate scored exactly so far (the population's bests accumulate there), and the log says so.
@@ -20,7 +21,7 @@ import logging
 import numpy as np
 from deap import tools
 
-from ..scoring.anchors import anchor_count, choose_anchors
+from ..scoring.anchors import anchor_count, calibrate, choose_anchors
 from ..scoring.cheap import EXACT, Fidelity, Race
 from ..scoring.settings import FitnessSettings
 
@@ -42,7 +43,7 @@ class CheapFitness:
         if self.settings.anchors is None and not self.settings.per_benchmark:
             return
         evaluator, items = ga.evaluator, ga.cached_map.items
-        anchors = {}
+        anchors, calibration = {}, {}
         for name, count in evaluator.items.items():
             setting = self.settings.per_benchmark.get(name, self.settings.anchors)
             wanted = anchor_count(setting, count) if setting else count
@@ -54,7 +55,12 @@ class CheapFitness:
             score = np.stack([scores.score for scores in known]).astype(np.float64)
             chosen, weights = choose_anchors(correct, score, wanted, seed=self.seed + self.refreshes)
             anchors[name] = (chosen, weights * count)  # weights in items: a whole benchmark weighs its count
+            found = None if evaluator.kinds[name] == "text" else \
+                calibrate(correct, score, chosen, weights, seed=self.seed + self.refreshes)
+            if found is not None:
+                calibration[name] = found
         evaluator.anchors = anchors
+        evaluator.calibration = calibration
         log.info("anchors: %s", ", ".join(f"{name} {len(a[0])} of {evaluator.items[name]} items"
                                           for name, a in anchors.items()))
 

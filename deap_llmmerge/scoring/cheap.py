@@ -74,6 +74,7 @@ class Outcome:
     tables: dict
     scored: int
     stopped: bool = False
+    weights: dict | None = None  # per benchmark, the weights of the tables' items (in their order)
 
 
 def rows_of_items(data: BenchmarkData, items: np.ndarray) -> torch.Tensor:
@@ -208,7 +209,7 @@ def score_raced(plans: Sequence, sets: ItemSets, chosen: dict[str, tuple[np.ndar
             count = sum(len(w) for w in weights.values())
             last = s == len(slices) - 1
             stop = not last and race_stops(race, objectives, signs, tables, kinds, positions, weights, fraction)
-            outcomes[i] = Outcome(metrics, tables, count, stop)
+            outcomes[i] = Outcome(metrics, tables, count, stop, weights)
             if stop:
                 break
     return outcomes

@@ -39,6 +39,7 @@ from ..models.engine import MergeEngine
 from ..models.loading import no_progress_bars
 from ..models.plans import MergePlan
 from ..models.sources import SourcePool
+from .anchors import calibrated_accuracy
 from .benchmarks import BenchmarkData
 from .cheap import EXACT, Fidelity, ItemSets, Outcome, score_raced
 from .items import ItemScores, item_of_rows, item_scores
@@ -109,7 +110,9 @@ class Evaluator:
         self.token = f"{os.getpid()}-{next(_TOKENS)}-{time.time_ns()}"
         self.data_refs = {name: DataRef(data.content_hash()) for name, data in benchmarks.items()}
         self.items = {name: int(item_of_rows(data).max()) + 1 for name, data in benchmarks.items()}
+        self.kinds = {name: data.kind for name, data in benchmarks.items()}
         self.anchors: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # per benchmark: item positions, weights
+        self.calibration: dict[str, tuple[float, float, float]] = {}  # per benchmark: calibrated accuracy
         self._plans: OrderedDict[tuple, MergePlan | InvalidGenomeError] = OrderedDict()
         _LOCAL[self.token] = (pool, dict(benchmarks))
         weakref.finalize(self, _drop, self.token)
@@ -256,7 +259,9 @@ class Evaluator:
             count = everything if chosen is None else sum(len(items) for items, _ in chosen.values())
             scorer.on_scored = self.on_scored
             try:
-                outcomes = [None if found is None else Outcome(found[0], found[1], count)
+                weights = None if chosen is None else \
+                    {name: torch.as_tensor(w, dtype=torch.float64) for name, (_, w) in chosen.items()}
+                outcomes = [None if found is None else Outcome(found[0], found[1], count, weights=weights)
                             for found in scorer.score(plans, failed)]
             finally:
                 scorer.on_scored = None
@@ -264,11 +269,24 @@ class Evaluator:
             if outcome is None:
                 continue
             exact = outcome.scored == everything and not outcome.stopped
-            kinds = {name: data.kind for name, data in state.benchmarks.items()}
+            kinds = self.kinds
             items = {name: item_scores(table, kinds[name]) for name, table in outcome.tables.items()} if exact else {}
+            if not exact and not outcome.stopped and chosen is self.anchors:
+                self._calibrate(outcome)
             status = "exact" if exact else "stopped" if outcome.stopped else "estimate"
             results[index] = (self.fitness(outcome.metrics, plans[index]), None, items, status, outcome.scored)
         return results
+
+    def _calibrate(self, outcome: Outcome) -> None:
+        """Replace the anchors' accuracy estimate with the calibrated one where there is a calibration."""
+        for name, coefficients in self.calibration.items():
+            table, weights = outcome.tables.get(name), (outcome.weights or {}).get(name)
+            if table is None or weights is None:
+                continue
+            scores = item_scores(table, self.kinds[name])
+            correct, graded = (torch.as_tensor(v.astype(np.float64)) for v in (scores.correct, scores.score))
+            accuracy, score = (float((weights * v).sum() / weights.sum()) for v in (correct, graded))
+            outcome.metrics[name]["accuracy"] = calibrated_accuracy(coefficients, accuracy, score)
 
     def __call__(self, genome: Sequence) -> tuple[float, ...]:
         try:

@@ -95,3 +95,21 @@ def test_tournament_racing_pairs_each_candidate_with_the_elite_it_must_beat():
     assert name == "benchmark" and len(reference) == 48 and set(np.unique(reference)) <= {0.0, 1.0}
     assert ga.cached_map.stopped
     assert not {ga.cached_map.same.key(member) for member in ga.halloffame} & ga.cached_map.stopped
+
+
+def test_a_calibrated_benchmark_estimates_accuracy_from_its_coefficients_and_exact_scores_ignore_them():
+    import numpy as np
+
+    from deap_llmmerge.scoring.cheap import Fidelity
+
+    ga = LLMMergeGA(SOURCES, DATA, population_size=4, max_generations=0, genome="blend", seed=1,
+                    objectives=["accuracy"])
+    evaluator = ga.evaluator
+    plan = evaluator.decode(ga.toolbox.pure(source=1))
+    exact = evaluator.score_plans([plan])[0][0][0]
+    evaluator.anchors = {"benchmark": (np.arange(0, 48, 4), np.full(12, 4.0))}
+    plain = evaluator.score_plans([plan], Fidelity(exact=False))[0]
+    evaluator.calibration = {"benchmark": (0.25, 0.0, 0.0)}  # whatever the anchors say: 0.25
+    calibrated = evaluator.score_plans([plan], Fidelity(exact=False))[0]
+    assert plain[3] == calibrated[3] == "estimate" and calibrated[0] == (0.25,) and plain[0] != (0.25,)
+    assert evaluator.score_plans([plan])[0][0][0] == exact  # every item scored: no estimate, no calibration

@@ -89,3 +89,24 @@ def test_pairing_stops_a_candidate_whose_own_interval_still_overlaps_the_elite()
     paired = Race("lexicographic", threshold, z=2.58, reference=(("qa", elite),))
     args = (objective, [1.0], tables, {"qa": "multiple_choice"}, {"qa": positions}, weights, {"qa": 0.2})
     assert not race_stops(unpaired, *args) and race_stops(paired, *args)
+
+
+def test_calibration_recovers_a_linear_link_from_the_anchors_and_refuses_what_it_cannot_fit():
+    from deap_llmmerge.scoring.anchors import calibrate, calibrated_accuracy
+
+    rng = np.random.default_rng(0)
+    correct = (rng.random((8, 40)) < np.linspace(0.3, 0.7, 8)[:, None]).astype(float)
+    anchors, weights = np.array([0, 5, 9, 20]), np.array([0.25, 0.25, 0.25, 0.25])
+    truth = correct.mean(axis=1)
+    # graded scores whose anchor mean carries the whole-set accuracy: accuracy = 0.1 + 0.2 * acc + 0.5 * score
+    anchor_accuracy = correct[:, anchors].mean(axis=1)
+    score = np.zeros((8, 40))
+    score[:, anchors] = ((truth - 0.1 - 0.2 * anchor_accuracy) / 0.5)[:, None]
+    b0, b1, b2 = calibrate(correct, score, anchors, weights)
+    assert (b0, b1, b2) == pytest.approx((0.1, 0.2, 0.5), abs=1e-9)
+    assert calibrated_accuracy((b0, b1, b2), anchor_accuracy[3], score[3, 0]) == pytest.approx(truth[3])
+    assert calibrated_accuracy((0.0, 0.0, 10.0), 0.5, 1.0) == 1.0  # clipped into [0, 1]
+    assert calibrate(correct[:4], score[:4], anchors, weights) is None  # too few candidates to fit on
+    unbounded = score.copy()
+    unbounded[2, 7] = np.inf  # a margin beyond float16
+    assert calibrate(correct, unbounded, anchors, weights) is None
