@@ -32,24 +32,41 @@ class ModelEntry(_Strict):
 
 
 class BenchmarkEntry(_Strict):
-    """A benchmark file: tensors (``.pt``), or JSONL / Parquet / text built with the tokenizer."""
+    """A benchmark file: tensors (``.pt``), or JSONL / Parquet / text built with the tokenizer; or an
+    lm-evaluation-harness task (``lm_eval: NAME``, with ``include_path``, ``split``, ``limit``,
+    ``num_fewshot``; see :mod:`~deap_llmmerge.scoring.lm_eval_tasks`)."""
 
-    path: Path
+    path: Path | None = None
     kind: Literal["tensors", "completion", "multiple_choice", "text"] | None = None
     window: int = Field(128, ge=2)
-    normalization: Literal["chars", "tokens"] = "chars"
+    normalization: Literal["chars", "tokens", "none"] = "chars"
     max_items: int | None = Field(None, ge=1)
     anchors: float | None = Field(None, gt=0)  # overrides fitness.anchors for this benchmark
     fields: dict[Literal["context", "choices", "answer"], str] = {}  # multiple choice: the rows' own key names
+    lm_eval: str | None = None
+    include_path: Path | None = None
+    split: str | None = None
+    limit: float | None = Field(None, gt=0)
+    num_fewshot: int | None = Field(None, ge=0)
 
     @model_validator(mode="after")
     def _kind_known(self) -> BenchmarkEntry:
-        if self.kind is None and self.path.suffix not in _SUFFIX_KINDS:
+        if (self.path is None) == (self.lm_eval is None):
+            raise ValueError("give either path (a benchmark file) or lm_eval (an lm-evaluation-harness task)")
+        task_keys = [key for key in ("include_path", "split", "limit", "num_fewshot") if getattr(self, key) is not None]
+        if self.lm_eval is None and task_keys:
+            raise ValueError(f"{task_keys[0]} applies to lm_eval tasks only")
+        if self.lm_eval is not None and self.kind is not None:
+            raise ValueError("an lm_eval task's kind comes from the task (leave kind out)")
+        if self.path is not None and self.kind is None and self.path.suffix not in _SUFFIX_KINDS:
             raise ValueError(f"say which kind {self.path.name} holds (kind: {', '.join(KINDS)})")
         return self
 
     @property
-    def resolved_kind(self) -> str:
+    def resolved_kind(self) -> str | None:
+        """The entry's kind (None for an lm_eval task: the task says)."""
+        if self.lm_eval is not None:
+            return None
         return self.kind or _SUFFIX_KINDS[self.path.suffix]
 
 
@@ -125,9 +142,14 @@ class RunConfig(GenomeSettings, ScoringSettings, EvolveSettings):
         def resolve_benchmarks(value: dict[str, BenchmarkEntry] | None, key: str) -> dict | None:
             if value is None:
                 return None
-            return {name: entry.model_copy(update={"path": resolve(entry.path, key if name == SINGLE else
-                                                                   f"{key}.{name}")})
-                    for name, entry in value.items()}
+            out = {}
+            for name, entry in value.items():
+                where = key if name == SINGLE else f"{key}.{name}"
+                for field in ("path", "include_path"):
+                    if getattr(entry, field) is not None:
+                        entry = entry.model_copy(update={field: resolve(getattr(entry, field), f"{where}.{field}")})
+                out[name] = entry
+            return out
 
         models = [entry.model_copy(update={"path": resolve(entry.path, f"models.{i}.path")})
                   for i, entry in enumerate(self.models)]

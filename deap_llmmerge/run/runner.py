@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ from ..models.plans import MergePlan
 from ..models.sources import SourcePool
 from ..scoring.benchmark_files import build_benchmark, load_tokenizer
 from ..scoring.benchmarks import BenchmarkData, load_benchmark
+from ..scoring.lm_eval_tasks import lm_eval_benchmark
 from ..scoring.objectives import SINGLE
 from .checkpoint import (
     CHECKPOINT_NAME,
@@ -57,6 +59,12 @@ def load_benchmarks(entries: dict[str, BenchmarkEntry], tokenizer_from: Path,
     loaded = {}
     for name, entry in entries.items():
         kind = entry.resolved_kind
+        if entry.lm_eval is not None:
+            tokenizer = tokenizer or load_tokenizer(tokenizer_from, trust_remote_code)
+            loaded[name] = lm_eval_benchmark(entry.lm_eval, tokenizer, include_path=entry.include_path,
+                                             split=entry.split, limit=entry.limit, num_fewshot=entry.num_fewshot,
+                                             normalization=entry.normalization)
+            continue
         if entry.path.suffix == ".pt":
             loaded[name] = load_benchmark(entry.path, None if kind == "tensors" else kind)
             continue
@@ -98,6 +106,16 @@ class _WriteCheckpoint:
         atomic_write_text(self.output / "logbook.csv", logbook_csv(ga.logbook, ga.objectives))
 
 
+def _benchmark_hash(entry: BenchmarkEntry) -> str:
+    """A benchmark file's content hash; an lm-eval task's: its settings and its include_path's YAML files."""
+    if entry.path is not None:
+        return sha256_of(entry.path)
+    digest = hashlib.sha256(entry.model_dump_json().encode())
+    for file in sorted(entry.include_path.rglob("*.yaml")) if entry.include_path is not None else []:
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
 def _input_hashes(config: RunConfig) -> dict[str, str | None]:
     hashes: dict[str, str | None] = {f"source model {i}": sha256_of(entry.path)
                                      for i, entry in enumerate(config.models)}
@@ -105,7 +123,7 @@ def _input_hashes(config: RunConfig) -> dict[str, str | None]:
         hashes["base model"] = sha256_of(config.base)
     for label, entries in (("benchmark", config.benchmarks()), ("validation", config.validations())):
         for name, entry in entries.items():
-            hashes[label if name == SINGLE else f"{label} {name!r}"] = sha256_of(entry.path)
+            hashes[label if name == SINGLE else f"{label} {name!r}"] = _benchmark_hash(entry)
     return hashes
 
 
