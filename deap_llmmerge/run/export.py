@@ -21,7 +21,7 @@ from ..models.mergekit_yaml import mergekit_config
 from ..models.plans import MergePlan
 from ..models.sources import SourcePool
 from .model_card import model_card
-from .output import save_model
+from .output import save_model, tokenizer_folder
 
 __all__ = ["export_recipe", "read_member", "as_dtype"]
 
@@ -112,5 +112,5 @@ def export_recipe(recipe_path: Path, output: Path, check_hashes: bool = True, me
                                  pool.base_index, method_options)
     card = model_card({**recipe, **chosen}, merge_yaml, [str(p) for p in sources], __version__)
     output.parent.mkdir(parents=True, exist_ok=True)
-    save_model(model, output, tokenizer_from=sources[0], files={"README.md": card})
+    save_model(model, output, tokenizer_from=tokenizer_folder([*sources, base_path]), files={"README.md": card})
     return output

@@ -17,7 +17,7 @@ from ..errors import LLMMergeError
 from ..models.loading import no_progress_bars
 
 __all__ = ["prepare_output_dir", "atomic_write_text", "atomic_write_bytes", "move_into_place", "save_model",
-           "logbook_csv", "TOKENIZER_FILES", "RUN_FILES"]
+           "logbook_csv", "TOKENIZER_FILES", "RUN_FILES", "tokenizer_folder"]
 
 # What a run writes into its output directory; a forced start removes them first.
 RUN_FILES = ("best", "recipe.json", "logbook.csv", "checkpoint.json", "item_results.npz", "mergekit.yaml", "report")
@@ -27,6 +27,15 @@ TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "spiece.model",
     "vocab.json", "merges.txt", "vocab.txt", "added_tokens.json", "chat_template.jinja",
 )
+
+
+def tokenizer_folder(candidates: list[Path | None]) -> Path | None:
+    """The first of ``candidates`` that holds tokenizer files (a PEFT adapter folder usually holds none: its
+    base does), else the first given."""
+    given = [Path(path) for path in candidates if path is not None]
+    found = next((path for path in given if path.is_dir() and any((path / n).is_file() for n in TOKENIZER_FILES)),
+                 None)
+    return found or (given[0] if given else None)
 
 
 def prepare_output_dir(path: Path, force: bool = False) -> Path:

@@ -36,7 +36,7 @@ from .config import BenchmarkEntry, RunConfig
 from .export import as_dtype, export_recipe
 from .item_results import ITEMS_NAME, load_item_results, save_item_results
 from .model_card import model_card
-from .output import atomic_write_text, logbook_csv, prepare_output_dir, save_model
+from .output import atomic_write_text, logbook_csv, prepare_output_dir, save_model, tokenizer_folder
 
 __all__ = ["RunResult", "run_config", "export_recipe", "load_benchmarks", "load_sources", "build_ga", "SaveError"]
 
@@ -88,7 +88,7 @@ def load_sources(config: RunConfig) -> SourcePool:
 def build_ga(config: RunConfig, base_map: Callable = map, pool: SourcePool | None = None) -> LLMMergeGA:
     """The LLMMergeGA a config describes (sources loaded, benchmarks built and checked): the config is its
     genome, scoring and evolution settings at once."""
-    tokenizer_from = config.tokenizer or config.models[0].path
+    tokenizer_from = _tokenizer_from(config)
     benchmarks = load_benchmarks(config.benchmarks(), tokenizer_from, config.trust_remote_code)
     return LLMMergeGA.from_settings(pool or load_sources(config), _benchmark_argument(benchmarks), config, config,
                                     config, map=base_map)
@@ -104,6 +104,12 @@ class _WriteCheckpoint:
         save_item_results(self.output / ITEMS_NAME, ga.cached_map)
         save_checkpoint(self.output / CHECKPOINT_NAME, ga, self.settings, self.input_hashes)
         atomic_write_text(self.output / "logbook.csv", logbook_csv(ga.logbook, ga.objectives))
+
+
+def _tokenizer_from(config: RunConfig) -> Path:
+    """``tokenizer:``, else the first source (or the base) with tokenizer files."""
+    return config.tokenizer or tokenizer_folder([config.models[0].path, config.base,
+                                                 *(entry.path for entry in config.models[1:])])
 
 
 def _benchmark_hash(entry: BenchmarkEntry) -> str:
@@ -203,7 +209,7 @@ def run_config(config: RunConfig, output: Path, base_map: Callable = map, *, res
     log.info("loading %d source models%s and the benchmarks", len(config.models),
              "" if config.base is None else " and the base")
     pool = load_sources(config)
-    tokenizer_from = config.tokenizer or config.models[0].path
+    tokenizer_from = _tokenizer_from(config)
     validation = load_benchmarks(config.validations(), tokenizer_from, config.trust_remote_code)
     for name, data in validation.items():
         label = "validation" if name == SINGLE else f"validation {name!r}"
@@ -236,7 +242,7 @@ def run_config(config: RunConfig, output: Path, base_map: Callable = map, *, res
     merge_yaml = _mergekit_yaml(config, ga, ga.evaluator.decode(best))
     card = model_card(recipe, merge_yaml, [source["path"] for source in recipe["sources"]], __version__)
     try:
-        save_model(model, output / "best", tokenizer_from=config.tokenizer or config.models[0].path, replace=True,
+        save_model(model, output / "best", tokenizer_from=_tokenizer_from(config), replace=True,
                    files={"README.md": card})
         atomic_write_text(output / "logbook.csv", logbook_csv(ga.logbook, ga.objectives))
         atomic_write_text(output / "mergekit.yaml", merge_yaml)

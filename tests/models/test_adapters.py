@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import cli, tiny_benchmark, tiny_model, write_run_config
+from conftest import cli, tiny_benchmark, tiny_model, tiny_tokenizer, write_run_config
 from safetensors.torch import load_file
 
 from deap_llmmerge import LLMMergeGA, SourceModelError
@@ -74,14 +74,20 @@ def test_a_bad_adapter_is_one_line_naming_it(tmp_path):
 
 @pytest.mark.slow  # starts processes
 def test_a_run_over_an_adapter_and_its_export_build_the_same_model(tmp_path):
+    """The adapter first: its folder has no tokenizer, so the text benchmark is built with the base's."""
     tiny_model("llama", 1).save_pretrained(tmp_path / "base")
+    tiny_tokenizer().save_pretrained(tmp_path / "base")
     tiny_model("llama", 2).save_pretrained(tmp_path / "chat")
     adapter(tmp_path / "lora", "llama", tmp_path / "base")
-    config = write_run_config(tmp_path, [tmp_path / "chat", tmp_path / "lora"], genome="methods", method="ties",
-                              base=str(tmp_path / "base"), ga={"population_size": 4, "max_generations": 1})
+    (tmp_path / "qa.jsonl").write_text("".join(json.dumps({"context": f"{i} + 1 =", "choices": ["a", "bc"],
+                                                           "answer": i % 2}) + "\n" for i in range(6)))
+    config = write_run_config(tmp_path, [tmp_path / "lora", tmp_path / "chat"], genome="methods", method="ties",
+                              base=str(tmp_path / "base"), ga={"population_size": 4, "max_generations": 1},
+                              benchmark={"qa": {"path": "qa.jsonl", "kind": "multiple_choice"}})
     done = cli("run", config, "--output", tmp_path / "out")
     assert done.returncode == 0, done.stderr
-    assert json.loads((tmp_path / "out" / "recipe.json").read_text())["sources"][1]["path"] == str(tmp_path / "lora")
+    assert json.loads((tmp_path / "out" / "recipe.json").read_text())["sources"][0]["path"] == str(tmp_path / "lora")
+    assert (tmp_path / "out" / "best" / "tokenizer.json").is_file()
     again = cli("export", tmp_path / "out", "--output", tmp_path / "exported")
     assert again.returncode == 0, again.stderr
     saved, exported = (load_file(tmp_path / name / "model.safetensors") for name in ("out/best", "exported"))
