@@ -9,12 +9,13 @@ and test (the table). Every number in the table is on the test split; nothing ch
 - Baselines: the base, each expert, the uniform average, task arithmetic with one global lambda from a grid,
   TIES and DARE-TIES with lambda and density from a grid (the grid point best on the selection split), and
   each at mergekit's usual values (weight 1, density 0.5).
-- Searches (``deap-llmmerge run --workers 2``, SCOOP): the ``methods`` genome per group of ten layers
-  (task arithmetic: one weight per expert and group; TIES: a weight and a density) with the GA and with
+- Searches (``deap-llmmerge run --workers 2``, SCOOP; ``--quick``: one process): the ``methods`` genome
+  per group of ten layers (task arithmetic: one weight per expert and group; TIES: a weight and a density)
+  with the GA (racing on: a child stops once it is surely worse than the elite, item by item) and with
   CMA-ES; random search draws as many genomes of the task-arithmetic genome as the largest search scored.
   Each search's final member: the best on the selection split of the three best members of its hall of
-  fame; the evolved merge of the table: the best search final on the selection split. ``--all`` adds the
-  TIES genome's GA (the committed full run has the two task-arithmetic searches).
+  fame (``--quick``: its best); the evolved merge of the table: the best search final on the selection
+  split. ``--all`` adds the TIES genome's GA (the committed full run has the two task-arithmetic searches).
 - Statistics: paired bootstrap over test items (within skills, 10,000 resamples) of the evolved merge
   minus the best baseline (best on the test split itself, which favours the baselines) and minus random
   search's final member.
@@ -47,7 +48,11 @@ from many_experts_stats import select  # noqa: E402
 from many_experts_train import experts as trained_experts  # noqa: E402
 from smollm2_data import CACHE, ROOT, base_model, download, write_jsonl  # noqa: E402
 
-BUDGET = {"full": {"population": 10, "generations": 4}, "quick": {"population": 4, "generations": 1}}
+BUDGET = {  # per search; workers: SCOOP workers of a search (quick: one process, its start costs less);
+    # finalists: the best members of each search's hall of fame scored on the selection split
+    "full": {"population": 8, "generations": 4, "workers": 2, "finalists": 3},
+    "quick": {"population": 4, "generations": 1, "workers": 1, "finalists": 1},
+}
 GRIDS = {  # lambda values; (lambda, density) pairs
     "full": {"task_arithmetic": [0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5],
              "ties": [(lam, d) for lam in (0.5, 1.0, 1.5) for d in (0.2, 0.5, 0.8)],
@@ -60,7 +65,6 @@ SEARCHES = {"GA, task arithmetic": ("task_arithmetic", "ga"), "CMA-ES, task arit
             "GA, TIES": ("ties", "ga")}
 FULL_SEARCHES = ("GA, task arithmetic", "CMA-ES, task arithmetic")  # --all adds the TIES genome's GA
 RANDOM = "random search, task arithmetic"
-FINALISTS = 3  # the best members of each search's hall of fame scored on the selection split
 DEFAULT_DENSITY = 0.5  # mergekit's README examples use weight 1 and density 0.5
 
 
@@ -131,14 +135,15 @@ def baselines(setup: dict) -> dict[str, dict]:
 
 
 def run_search(setup: dict, label: str) -> dict:
-    """``deap-llmmerge run --workers 2`` for one search; its recipe.json (a finished run is not run again, an
+    """``deap-llmmerge run --workers N`` for one search; its recipe.json (a finished run is not run again, an
     unfinished one resumes)."""
     genome, algorithm = SEARCHES[label]
     name = label.lower().replace(", ", "-").replace(" ", "-")
     output = setup["work"] / "runs" / name
     if not (output / "recipe.json").exists():
         budget = setup["budget"]
-        config = {**setup["config"], **GENOMES[genome], "algorithm": algorithm,
+        racing = {"fitness": {"racing": True}} if algorithm == "ga" else {}  # CMA-ES ranks every candidate
+        config = {**setup["config"], **GENOMES[genome], **racing, "algorithm": algorithm,
                   "ga": {"population_size": budget["population"], "max_generations": budget["generations"],
                          "mutation_rate": 0.15, "elitism_rate": 0.1, "seed": 0}}
         path = setup["work"] / f"{name}.yaml"
@@ -147,7 +152,7 @@ def run_search(setup: dict, label: str) -> dict:
         started = time.time()
         print(f"search: {label}", flush=True)
         subprocess.run([sys.executable, "-m", "deap_llmmerge", "--quiet", "run", str(path), "--output", str(output),
-                        "--workers", "2", *resume], check=True)
+                        "--workers", str(budget["workers"]), *resume], check=True)
         (output / "wall_seconds.txt").write_text(f"{time.time() - started:.0f}\n")
     recipe = json.loads((output / "recipe.json").read_text())
     recipe["wall_seconds"] = float((output / "wall_seconds.txt").read_text()) \
@@ -157,8 +162,8 @@ def run_search(setup: dict, label: str) -> dict:
 
 
 def random_search(setup: dict, evaluations: int) -> dict:
-    """``evaluations`` random genomes of the task-arithmetic genome scored on the search split (two pool
-    workers); its five best by fitness, best first, as a hall of fame (cached)."""
+    """``evaluations`` random genomes of the task-arithmetic genome scored on the search split (as many pool
+    workers as a search has); its five best by fitness, best first, as a hall of fame (cached)."""
     out = setup["work"] / "runs" / f"random-{evaluations}.json"
     if out.exists():
         return json.loads(out.read_text())
@@ -169,7 +174,7 @@ def random_search(setup: dict, evaluations: int) -> dict:
     print(f"search: {RANDOM} ({evaluations} genomes)", flush=True)
     config = RunConfig.model_validate({**setup["config"], **GENOMES["task_arithmetic"],
                                        "ga": {"population_size": 2, "max_generations": 0}})
-    pool = PoolMap(2)
+    pool = PoolMap(setup["budget"]["workers"])
     started = time.time()
     try:
         ga = build_ga(config, pool)
@@ -212,10 +217,11 @@ def main() -> int:
         runs = {label: run_search(setup, label) for label in searches}
         evaluations = max(run["run"]["evaluations"] for run in runs.values())
         runs[RANDOM] = random_search(setup, evaluations)
-        finalists = {label: [f"{label} #{i}" for i in range(len(run["halloffame"][:FINALISTS]))]
+        count = setup["budget"]["finalists"]
+        finalists = {label: [f"{label} #{i}" for i in range(len(run["halloffame"][:count]))]
                      for label, run in runs.items()}
         members = {f"{label} #{i}": member for label, run in runs.items()
-                   for i, member in enumerate(run["halloffame"][:FINALISTS])}
+                   for i, member in enumerate(run["halloffame"][:count])}
         scores.score([(name, "selection", member["plan"], {}) for name, member in members.items()], "finalists, ")
         selection = {label: scores.correct("selection", label) for label in scores.scores["selection"]}
         finals = {label: select(names, selection) for label, names in finalists.items()}

@@ -146,7 +146,7 @@ def _noted(shares):
 
 
 def test_a_slow_live_worker_keeps_its_share_and_no_candidate_is_scored_twice(run_folder, tmp_path):
-    process, shares = _slow_run(run_folder, tmp_path, "slow", slow=7)  # a share of 2 takes 14 s, beyond SILENT
+    process, shares = _slow_run(run_folder, tmp_path, "slow", slow=5.5)  # a share of 2 takes 11 s, beyond SILENT
     _, error = process.communicate(timeout=600)
     assert process.returncode == 0, error
     scored = recipe(tmp_path / "slow")

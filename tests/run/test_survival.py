@@ -144,7 +144,7 @@ def test_two_runs_on_one_folder_one_is_refused_at_once(folder):
 
 
 @pytest.mark.parametrize(("sig", "backend"), [(signal.SIGINT, "serial"), (signal.SIGTERM, "pool"),
-                                              (signal.SIGINT, "scoop"), (signal.SIGTERM, "scoop")])
+                                              (signal.SIGTERM, "scoop")])  # Ctrl-C under SCOOP: the test below
 def test_a_signal_stops_at_the_last_checkpoint_and_resume_finishes_the_run(folder, sig, backend):
     out = folder / f"stopped-{sig}-{backend}"
     workers = [] if backend == "serial" else ["--workers", 2, "--backend", backend]
