@@ -71,6 +71,7 @@ def train_expert(base: Path, skill: str, items: list[dict], out: Path, recipe: d
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial)
+    (partial / "README.md").unlink(missing_ok=True)  # peft's empty model card template; training.json says it all
     config = json.loads((partial / "adapter_config.json").read_text())
     config["base_model_name_or_path"] = HUB_ID
     (partial / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

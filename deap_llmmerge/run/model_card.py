@@ -31,8 +31,8 @@ def model_card(recipe: dict, mergekit_yaml: str, sources: list[str], version: st
     """The card's text for the merge ``recipe`` describes (its ``plan``, ``fitness``, ``objectives``,
     ``validation``, ``base``, ``genome_family``)."""
     front = {"base_model": sources, "library_name": "transformers", "tags": ["merge", "deap-llmmerge", "mergekit"]}
-    figures = ", ".join(f"{name} {value:.4g}" for name, value in zip(recipe.get("objectives", []),
-                                                                     recipe.get("fitness", [])) if value is not None)
+    figures = ", ".join(f"{name} {value:.4g}" for name, value in zip(recipe.get("objectives") or [],
+                                                                     recipe.get("fitness") or []) if value is not None)
     lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "", "# A merge evolved by deap-llmmerge", "",
              f"Built by deap-llmmerge {version} (a genetic algorithm on DEAP) from {len(sources)} source models "
              f"(a `{recipe.get('genome_family', '?')}` genome), searched on the user's benchmarks.", "",
