@@ -147,7 +147,8 @@ class RunConfig(GenomeSettings, ScoringSettings, EvolveSettings):
                 where = key if name == SINGLE else f"{key}.{name}"
                 for field in ("path", "include_path"):
                     if getattr(entry, field) is not None:
-                        entry = entry.model_copy(update={field: resolve(getattr(entry, field), f"{where}.{field}")})
+                        named = where if field == "path" else f"{where}.{field}"
+                        entry = entry.model_copy(update={field: resolve(getattr(entry, field), named)})
                 out[name] = entry
             return out
 
