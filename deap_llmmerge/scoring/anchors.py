@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["choose_anchors", "anchor_count", "calibrate", "calibrated_accuracy"]
+from .items import item_scores
+
+__all__ = ["choose_anchors", "anchor_count", "calibrate", "calibrated_accuracy", "calibrate_estimates"]
 
 
 def anchor_count(setting: float, items: int) -> int:
@@ -105,3 +107,15 @@ def calibrated_accuracy(coefficients: tuple[float, float, float], accuracy: floa
     """The calibrated estimate from the anchors' weighted accuracy and mean graded score, within [0, 1]."""
     b0, b1, b2 = coefficients
     return float(min(1.0, max(0.0, b0 + b1 * accuracy + b2 * score)))
+
+
+def calibrate_estimates(metrics: dict, tables: dict, weights: dict | None, calibration: dict, kinds: dict) -> None:
+    """Replace, in ``metrics``, each calibrated benchmark's accuracy estimate from the anchors (its item
+    ``tables`` with their ``weights``) with the calibrated one."""
+    for name, coefficients in calibration.items():
+        table, weight = tables.get(name), (weights or {}).get(name)
+        if table is not None and weight is not None:
+            scores = item_scores(table, kinds[name])
+            w = np.asarray(weight, dtype=np.float64)
+            accuracy, score = (float(w @ v.astype(np.float64) / w.sum()) for v in (scores.correct, scores.score))
+            metrics[name]["accuracy"] = calibrated_accuracy(coefficients, accuracy, score)

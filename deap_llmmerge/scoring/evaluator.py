@@ -39,7 +39,7 @@ from ..models.engine import MergeEngine
 from ..models.loading import no_progress_bars
 from ..models.plans import MergePlan
 from ..models.sources import SourcePool
-from .anchors import calibrated_accuracy
+from .anchors import calibrate_estimates
 from .benchmarks import BenchmarkData
 from .cheap import EXACT, Fidelity, ItemSets, Outcome, score_raced
 from .items import ItemScores, item_of_rows, item_scores
@@ -269,24 +269,13 @@ class Evaluator:
             if outcome is None:
                 continue
             exact = outcome.scored == everything and not outcome.stopped
-            kinds = self.kinds
-            items = {name: item_scores(table, kinds[name]) for name, table in outcome.tables.items()} if exact else {}
+            items = {name: item_scores(table, self.kinds[name]) for name, table in outcome.tables.items()} if exact \
+                else {}
             if not exact and not outcome.stopped and chosen is self.anchors:
-                self._calibrate(outcome)
+                calibrate_estimates(outcome.metrics, outcome.tables, outcome.weights, self.calibration, self.kinds)
             status = "exact" if exact else "stopped" if outcome.stopped else "estimate"
             results[index] = (self.fitness(outcome.metrics, plans[index]), None, items, status, outcome.scored)
         return results
-
-    def _calibrate(self, outcome: Outcome) -> None:
-        """Replace the anchors' accuracy estimate with the calibrated one where there is a calibration."""
-        for name, coefficients in self.calibration.items():
-            table, weights = outcome.tables.get(name), (outcome.weights or {}).get(name)
-            if table is None or weights is None:
-                continue
-            scores = item_scores(table, self.kinds[name])
-            correct, graded = (torch.as_tensor(v.astype(np.float64)) for v in (scores.correct, scores.score))
-            accuracy, score = (float((weights * v).sum() / weights.sum()) for v in (correct, graded))
-            outcome.metrics[name]["accuracy"] = calibrated_accuracy(coefficients, accuracy, score)
 
     def __call__(self, genome: Sequence) -> tuple[float, ...]:
         try:
