@@ -242,7 +242,7 @@ def run_config(config: RunConfig, output: Path, base_map: Callable = map, *, res
     merge_yaml = _mergekit_yaml(config, ga, ga.evaluator.decode(best))
     card = model_card(recipe, merge_yaml, [source["path"] for source in recipe["sources"]], __version__)
     try:
-        save_model(model, output / "best", tokenizer_from=_tokenizer_from(config), replace=True,
+        save_model(model, output / "best", tokenizer_from=tokenizer_from, replace=True,
                    files={"README.md": card})
         atomic_write_text(output / "logbook.csv", logbook_csv(ga.logbook, ga.objectives))
         atomic_write_text(output / "mergekit.yaml", merge_yaml)

@@ -103,9 +103,10 @@ def lm_eval_benchmark(name: str, tokenizer, *, include_path: str | Path | None =
     from .benchmark_files import _pack, _pad_id
 
     task, kind = _task(name, None if include_path is None else Path(include_path), split, num_fewshot)
-    count = None if limit is None else int(-(-len(task.eval_docs) * limit // 1)) if limit < 1 else int(limit)
+    from lm_eval.evaluator_utils import get_sample_size  # simple_evaluate's own reading of limit
+
     try:
-        task.build_all_requests(limit=count, rank=0, world_size=1)
+        task.build_all_requests(limit=get_sample_size(task, limit), rank=0, world_size=1)
     except Exception as exc:
         raise BenchmarkDataError(f"lm-eval task {name!r}: {first_line(exc)}") from exc
     documents: dict[int, list] = {}
