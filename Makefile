@@ -17,7 +17,7 @@ demo: $(VENV)/.installed
 	OMP_NUM_THREADS=1 $(PY) experiments/demo.py
 
 test: $(VENV)/.installed
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadgroup
 
 test-fast: $(VENV)/.installed
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow"

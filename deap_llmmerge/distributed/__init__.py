@@ -1,7 +1,7 @@
-"""Where candidates are scored: in this process, in SCOOP workers, or in a multiprocessing pool.
+"""Where candidates are scored: in this process, in SCOOP workers, in a multiprocessing pool or on Ray actors.
 
-Every line that knows SCOOP or the pool lives here. The rest of the package calls this interface: a map
-(:func:`make_map`, :func:`chunk_count`), the worker's first steps and GPU (:mod:`.worker`), what a task
+Every line that knows SCOOP, the pool or Ray lives here. The rest of the package calls this interface: a map
+(:func:`make_map`, :func:`map_workers`), the worker's first steps and GPU (:mod:`.worker`), what a task
 carries instead of data (:mod:`.transport`) and the heartbeats of a share (:mod:`.heartbeats`).
 """
 
@@ -11,30 +11,39 @@ from collections.abc import Callable
 
 from ..errors import ConfigError
 from .pool import PoolMap
+from .ray_map import RayMap
 from .scoop import scoop_map, scoop_workers, uses_scoop
 
-__all__ = ["BACKENDS", "make_map", "chunk_count", "PoolMap", "scoop_map", "uses_scoop"]
+__all__ = ["BACKENDS", "make_map", "map_workers", "PoolMap", "RayMap", "scoop_map", "uses_scoop", "uses_ray"]
 
 
-BACKENDS = ("serial", "scoop", "pool")
+BACKENDS = ("serial", "scoop", "pool", "ray")
 
 
-def make_map(backend: str, workers: int = 1) -> Callable:
+def make_map(backend: str, workers: int = 1, address: str | None = None, gpus_per_worker: float = 0.0) -> Callable:
+    """The map of ``backend``: ``address`` is a Ray cluster's (None starts a local Ray)."""
     if backend == "serial":
         return map
     if backend == "scoop":
         return scoop_map
     if backend == "pool":
         return PoolMap(workers)
+    if backend == "ray":
+        return RayMap(workers, address, gpus_per_worker)
     raise ConfigError(f"unknown map backend {backend!r}; known: {', '.join(BACKENDS)}")
 
 
-def chunk_count(base_map: Callable) -> int:
-    """How many shares to cut a population into for ``base_map``: one for the builtin map, two per worker for
-    SCOOP and pools (a slow share does not leave a worker idle for long), one per genome otherwise."""
+def map_workers(base_map: Callable) -> int | None:
+    """How many workers ``base_map`` scores with: 1 for the builtin map, the workers of SCOOP, a pool or
+    Ray; None for a map this package does not know (each genome is then a share of its own)."""
     if base_map is map:
         return 1
     workers = getattr(base_map, "workers", None)
     if workers is None and uses_scoop(base_map):
         workers = scoop_workers()
-    return 2 * workers if workers else 1 << 30
+    return workers
+
+
+def uses_ray(base_map: Callable) -> bool:
+    """Whether ``base_map`` scores on Ray actors."""
+    return isinstance(base_map, RayMap)

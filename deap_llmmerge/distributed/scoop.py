@@ -94,8 +94,9 @@ def _stop(process: subprocess.Popen, root_pid_file: Path, signum: int) -> None:
 
 
 def launch_scoop(argv: list[str], workers: int, hostfile: Path | None = None,
-                 extra_env: dict[str, str] | None = None) -> str:
-    """Run ``deap-llmmerge <argv>`` under ``python -m scoop -n workers``; return its stdout.
+                 extra_env: dict[str, str] | None = None, scoop_args: list[str] | None = None) -> str:
+    """Run ``deap-llmmerge <argv>`` under ``python -m scoop -n workers`` (and ``scoop_args``, SCOOP's own
+    options such as ``--tunnel``); return its stdout.
 
     The run's log lines (and progress bar, on a terminal) stream to stderr as they come; SCOOP's log is
     kept in a file only when the run fails. SCOOP's launcher exits 0 even when the script fails, so the run
@@ -110,6 +111,7 @@ def launch_scoop(argv: list[str], workers: int, hostfile: Path | None = None,
         command = [sys.executable, "-m", "scoop", "--quiet", "-n", str(workers)]
         if hostfile is not None:
             command += ["--hostfile", str(hostfile)]
+        command += list(scoop_args or [])
         command += [str(scoop_entry_path()), *argv]
         _log.info("starting %d SCOOP workers %s; the run's log follows once they are up", workers,
                  f"on the hosts of {hostfile}" if hostfile is not None else "on this host")

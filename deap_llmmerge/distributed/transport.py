@@ -1,8 +1,8 @@
 """What a task carries instead of data: a benchmark by reference, sent to each worker process once.
 
 A reference names the data's content hash; the data itself waits in a file of the user's private temporary
-folder (workers on this host) and, in a SCOOP run, in a SCOOP shared constant (workers on other hosts). The
-reader checks what it loads against the hash.
+folder (workers on this host) and, in a SCOOP run, in a SCOOP shared constant, in a Ray run in Ray's object
+store (workers on other hosts). The reader checks what it loads against the hash.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -28,6 +28,7 @@ class DataRef:
     digest: str
     path: str = ""
     scoop_key: str | None = None
+    ray_object: object = None  # a Ray ObjectRef, in a Ray run
 
 
 def scoop_running() -> bool:
@@ -36,7 +37,7 @@ def scoop_running() -> bool:
     return bool(getattr(scoop, "IS_RUNNING", False))
 
 
-def share_data(ref: DataRef, content: Callable[[], dict], use_scoop: bool = False) -> DataRef:
+def share_data(ref: DataRef, content: Callable[[], dict], use_scoop: bool = False, use_ray: bool = False) -> DataRef:
     """``ref`` with its data (``content()``, a dict of tensors) written where other processes read it."""
     if not ref.path:
         path = private_temp_dir() / f"data-{ref.digest}.pt"
@@ -45,7 +46,7 @@ def share_data(ref: DataRef, content: Callable[[], dict], use_scoop: bool = Fals
             with os.fdopen(handle, "wb") as file:
                 torch.save(content(), file)
             os.replace(partial, path)
-        ref = DataRef(ref.digest, str(path), ref.scoop_key)
+        ref = replace(ref, path=str(path))
     if use_scoop and ref.scoop_key is None and scoop_running():
         key = f"deap_llmmerge_data_{ref.digest}"
         if key not in _SHARED:  # a SCOOP constant is set once per run, whatever shares it
@@ -53,13 +54,22 @@ def share_data(ref: DataRef, content: Callable[[], dict], use_scoop: bool = Fals
 
             shared.setConst(**{key: content()})
             _SHARED.add(key)
-        ref = DataRef(ref.digest, ref.path, key)
+        ref = replace(ref, scoop_key=key)
+    if use_ray and ref.ray_object is None:
+        import ray
+
+        ref = replace(ref, ray_object=ray.put(content()))
     return ref
 
 
 def read_data(ref: DataRef) -> dict:
-    """The data of ``ref``: from SCOOP's shared constant when there is one, else from its file (loaded
-    weights-only). The caller checks the content hash."""
+    """The data of ``ref``: from Ray's object store or SCOOP's shared constant when there is one, else from
+    its file (loaded weights-only). The caller checks the content hash."""
+    if ref.ray_object is not None:
+        import ray
+
+        if ray.is_initialized():
+            return ray.get(ref.ray_object)
     if ref.scoop_key is not None and scoop_running():
         from scoop import shared
 

@@ -177,7 +177,7 @@ class LLMMergeGA(ModelMeasures):
             self.cmaes = CMAES(self, evolve.cmaes.sigma)
         extra = (["sigma", "penalty"] if self.cmaes is not None else []) + \
             (["item_scorings", "stopped"] if self.cheap is not None else [])
-        self.logbook.header = ["gen", "evals", *self.objectives, "diversity", "mutation_rate", *extra]
+        self.logbook.header = ["gen", "evals", *self.objectives, "diversity", "mutation_rate", *extra, "utilisation"]
         for name in self.objectives:
             self.logbook.chapters[name].header = ["max", "mean", "min"]
 
@@ -197,6 +197,7 @@ class LLMMergeGA(ModelMeasures):
         """Score the individuals without a valid fitness; return how many were new to the cache."""
         invalid = [ind for ind in individuals if not ind.fitness.valid]
         before = self.cached_map.evaluations
+        self.cached_map.last_utilisation = None
         for ind, values in zip(invalid, self.toolbox.map(self.toolbox.evaluate, invalid)):
             ind.fitness.values = values
         fresh = self.cached_map.evaluations - before
@@ -243,7 +244,8 @@ class LLMMergeGA(ModelMeasures):
         diversity = self.diversity()
         self._adapt_mutation(diversity)
         self.logbook.record(gen=self.generation, evals=evaluations, diversity=diversity,
-                            mutation_rate=self.current_mutation_rate, **self.stats.compile(self.population),
+                            mutation_rate=self.current_mutation_rate, utilisation=self.cached_map.last_utilisation,
+                            **self.stats.compile(self.population),
                             **(self.cmaes.record() if self.cmaes is not None else {}),
                             **(self.cheap.record(self) if self.cheap is not None else {}))
         log.info("%s", self.summary())

@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 import time
@@ -45,9 +46,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("config", type=Path, help="YAML run config")
     run.add_argument("--output", type=Path, help="output directory (default runs/<timestamp>)")
     run.add_argument("--workers", type=int, default=1, help="score candidates in N processes (default 1)")
-    run.add_argument("--backend", choices=["scoop", "pool"], default="scoop",
-                     help="with --workers > 1: SCOOP workers (default) or a multiprocessing pool")
+    run.add_argument("--backend", choices=["scoop", "pool", "ray"], default="scoop",
+                     help="with --workers > 1: SCOOP workers (default) or a multiprocessing pool; ray: N Ray "
+                          "actors (a local Ray, or the cluster of --address)")
+    run.add_argument("--address", help="with --backend ray: an existing Ray cluster (auto, HOST:PORT, ray://HOST:PORT)")
     run.add_argument("--hostfile", type=Path, help="SCOOP hostfile for multi-host runs")
+    run.add_argument("--scoop-args", default="", metavar="ARGS",
+                     help="more options for python -m scoop, e.g. '--tunnel' (workers reach the broker through ssh) "
+                          "or '--external-hostname HOST'")
     run.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint")
     run.add_argument("--force", action="store_true",
                      help="start afresh in a non-empty --output; with --resume, accept a changed config or inputs")
@@ -112,13 +118,15 @@ def _stop_on_signals():
 
 
 def _run(args: argparse.Namespace, base_map: Callable | None) -> None:
-    from ..distributed import PoolMap, make_map
+    from ..distributed import PoolMap, RayMap, make_map
     from ..distributed.scoop import LaunchInterrupted, launch_scoop
     from .lock import RunLock
     from .runner import run_config
 
     if args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    if args.address is not None and args.backend != "ray":
+        raise ConfigError("--address names a Ray cluster; it needs --backend ray")
     config = load_config(args.config)
     if args.trust_remote_code:
         config = config.model_copy(update={"trust_remote_code": True})
@@ -133,10 +141,14 @@ def _run(args: argparse.Namespace, base_map: Callable | None) -> None:
                                                ("--trust-remote-code", args.trust_remote_code)) if on]
                 argv = [*(["--quiet"] if args.quiet else []), "run", str(args.config), "--output", str(output), *flags]
                 try:
-                    print(launch_scoop(argv, args.workers, args.hostfile, {LOCK_ENV: str(output)}), end="")
+                    print(launch_scoop(argv, args.workers, args.hostfile, {LOCK_ENV: str(output)},
+                                       shlex.split(args.scoop_args)), end="")
                 except LaunchInterrupted as exc:
                     raise RunInterrupted(exc.signum, str(exc)) from None
                 return
+            if base_map is None and args.backend == "ray":
+                base_map = make_map("ray", args.workers, args.address,
+                                    gpus_per_worker=1.0 if str(config.device).startswith("cuda") else 0.0)
             if base_map is None:
                 base_map = make_map("pool" if args.workers > 1 else "serial", args.workers)
             try:
@@ -144,7 +156,7 @@ def _run(args: argparse.Namespace, base_map: Callable | None) -> None:
                 result = run_config(config, output, base_map, resume=args.resume, force=args.force,
                                     progress=False if args.quiet else progress)
             finally:
-                if isinstance(base_map, PoolMap):
+                if isinstance(base_map, (PoolMap, RayMap)):
                     base_map.terminate()
         except RunInterrupted as exc:
             raise RunInterrupted(exc.signum, exc.args[0] if exc.args[0] != "interrupted" else

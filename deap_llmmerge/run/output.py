@@ -129,17 +129,20 @@ def logbook_csv(logbook: tools.Logbook, objectives: Sequence[str]) -> str:
     """One row per generation: gen, evals, max/mean/min of every objective (over the candidates that scored;
     failed ones are left out), the share of distinct merges, the mutation rate used next; CMA-ES runs add
     its step size and the generation's mean repair penalty, cheap-fitness runs the items scored and the
-    candidates racing has stopped so far."""
+    candidates racing has stopped so far. The last column, ``utilisation``, is the share of the workers' time
+    that went to scoring in the generation (empty where nothing new was scored): timing, so the one column
+    that differs between runs of one seed."""
     stats = ("max", "mean", "min")
     extra = [name for name in ("sigma", "penalty", "item_scorings", "stopped") if logbook and name in logbook[-1]]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["gen", "evals", *(f"{name}_{stat}" for name in objectives for stat in stats),
-                     "diversity", "mutation_rate", *extra])
+                     "diversity", "mutation_rate", *extra, "utilisation"])
     for i, record in enumerate(logbook):
         chapters = [logbook.chapters[name][i] for name in objectives]
         writer.writerow([record["gen"], record["evals"],
                          *(repr(float(chapter[stat])) for chapter in chapters for stat in stats),
                          repr(float(record["diversity"])), repr(float(record["mutation_rate"])),
-                         *(repr(float(record.get(name, 0.0))) for name in extra)])
+                         *(repr(float(record.get(name, 0.0))) for name in extra),
+                         "" if record.get("utilisation") is None else f"{record['utilisation']:.3f}"])
     return out.getvalue()

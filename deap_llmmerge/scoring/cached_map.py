@@ -2,26 +2,29 @@
 
 Calls with ``toolbox.evaluate`` receive every individual that needs a score. Genomes are keyed by their
 decoded plan, so two genomes that build the same merge are scored once. The plans new to the cache are
-sorted (neighbours share the longest prefixes) and cut into contiguous shares, one task each, for
-``base_map``: the builtin map, SCOOP's ``futures.map`` or a process pool's map. A genome that decodes to
+sorted (neighbours share the longest prefixes) and cut into contiguous shares of about equal cost
+(:mod:`.shares`), one task each, for ``base_map``: the builtin map, SCOOP's ``futures.map``, a process
+pool's or Ray's map. A genome that decodes to
 no merge gets the worst fitness here, with a warning, and travels nowhere.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from tqdm.auto import tqdm
 
-from ..distributed import chunk_count, uses_scoop
+from ..distributed import map_workers, uses_ray, uses_scoop
 from ..errors import InvalidGenomeError
 from .cheap import EXACT
 from .evaluator import Evaluator, score_chunk, worst_fitness
 from .items import ItemScores
+from .shares import balanced_shares
 
-__all__ = ["CachedMap", "SamePlan", "Failure", "split"]
+__all__ = ["CachedMap", "SamePlan", "Failure"]
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +33,6 @@ log = logging.getLogger(__name__)
 class Failure:
     genome: list
     error: str
-
-
-def split(items: list, chunks: int) -> list[list]:
-    """``items`` in ``chunks`` contiguous runs of near-equal length (none empty)."""
-    chunks = max(1, min(chunks, len(items)))
-    size, extra = divmod(len(items), chunks)
-    out, start = [], 0
-    for i in range(chunks):
-        stop = start + size + (1 if i < extra else 0)
-        out.append(items[start:stop])
-        start = stop
-    return out
 
 
 def _heartbeat_listener(base_map: Callable):
@@ -96,6 +87,8 @@ class CachedMap:
         self.estimated: set = set()  # merges whose fitness is an estimate (anchors, or stopped by racing)
         self.stopped: set = set()  # merges racing stopped: never in a hall of fame
         self.item_scorings = 0  # benchmark items scored, over all merges
+        self.last_share_seconds: list[float] = []  # what each share of the last call took where it was scored
+        self.last_utilisation: float | None = None  # the workers' share of time spent scoring in the last call
 
     def remember(self, genome: list, values: tuple[float, ...]) -> None:
         key = self.same.key(genome)
@@ -118,9 +111,12 @@ class CachedMap:
             self.genomes.setdefault(key, fresh.pop(key))
             self.evaluations += 1
         todo = sorted(fresh, key=lambda plan: plan.sort_key())
-        shares = split(todo, chunk_count(self.base_map)) if todo else []
+        workers = map_workers(self.base_map)
+        shares = [[key] for key in todo] if workers is None else balanced_shares(todo, workers)
         if shares and self.base_map is not map:
-            self.evaluate.share(use_scoop=uses_scoop(self.base_map))
+            if uses_ray(self.base_map):
+                self.base_map.start()  # Ray's object store takes the benchmark
+            self.evaluate.share(use_scoop=uses_scoop(self.base_map), use_ray=uses_ray(self.base_map))
         self.last_failures = []
         tasks = [(self.evaluate, share, self.fidelity) for share in shares]
         beats = _heartbeat_listener(self.base_map)
@@ -132,8 +128,11 @@ class CachedMap:
         in_process = self.base_map is map and bar is not None and hasattr(self.evaluate, "score_plans")
         if in_process:  # the bar moves per candidate; elsewhere per share
             self.evaluate.on_scored = lambda: bar.update(1)
+        started = time.perf_counter()
         try:
             self._collect(shares, self.base_map(score_chunk, tasks), fresh, None if in_process else bar)
+            if shares:
+                self._utilisation(workers, time.perf_counter() - started)
         finally:
             if in_process:
                 self.evaluate.on_scored = None
@@ -142,9 +141,19 @@ class CachedMap:
         self.evaluations += len(todo)
         return [self.cache[key] for key in keys]
 
+    def _utilisation(self, workers: int | None, seconds: float) -> None:
+        """The share of the workers' time in the last call that went to scoring (the shares' own seconds
+        over workers x the call's wall time): 1.0 when no worker waited."""
+        busy = sum(self.last_share_seconds)
+        self.last_utilisation = min(1.0, busy / max(1e-9, (workers or len(self.last_share_seconds)) * seconds))
+
     def _collect(self, shares: list, results, fresh: dict, bar) -> None:
+        self.last_share_seconds = []
         for share, share_results in zip(shares, results):
-            for key, (values, error, pid, loads, items, status, scored) in zip(share, share_results):
+            share_results = list(share_results)
+            if share_results:
+                self.last_share_seconds.append(share_results[0][7])
+            for key, (values, error, pid, loads, items, status, scored, _) in zip(share, share_results):
                 self.cache[key] = tuple(values)
                 self.item_scorings += scored
                 if items:

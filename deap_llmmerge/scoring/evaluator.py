@@ -126,15 +126,16 @@ class Evaluator:
         self.__dict__.update(state)
         self._plans = OrderedDict()
 
-    def share(self, use_scoop: bool = False) -> None:
+    def share(self, use_scoop: bool = False, use_ray: bool = False) -> None:
         """Make this evaluator loadable in another process: the benchmarks where workers read them (and SCOOP
-        shared constants with ``use_scoop``), in-memory source models saved as safetensors folders."""
+        shared constants with ``use_scoop``, Ray's object store with ``use_ray``), in-memory source models
+        saved as safetensors folders."""
         local = _LOCAL.get(self.token)
         if local is None:  # a copy in a worker: already shared
             return
         pool, benchmarks = local
         for name, data in benchmarks.items():
-            self.data_refs[name] = share_data(self.data_refs[name], data.to_dict, use_scoop)
+            self.data_refs[name] = share_data(self.data_refs[name], data.to_dict, use_scoop, use_ray)
         if self.in_memory:
             folder = _saved_sources(self.token)
             paths = []
@@ -329,14 +330,17 @@ def score_chunk(task: tuple) -> list[tuple]:
     ``(evaluator, plans, fidelity)`` (:class:`~.cheap.Fidelity`: anchors, racing, and where to say, while the
     share is scored, that it is: :mod:`~deap_llmmerge.distributed.heartbeats`). Per plan ``(fitness, error,
     process id, benchmark transfers received by that process, {benchmark: ItemScores}, status, items
-    scored)``. Any failure gives the worst fitness and travels back as text with the worker's traceback."""
+    scored, seconds the whole share took)``. Any failure gives the worst fitness and travels back as text with
+    the worker's traceback."""
     evaluator, plans, *rest = task
     fidelity = rest[0] if rest else EXACT
+    started = time.perf_counter()
     try:
         with beating(*(fidelity.heartbeat or (None, None))):
             results = evaluator.score_plans(plans, fidelity)
     except Exception as exc:  # a worker must survive a state that cannot be built
         text = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
         results = [(worst_fitness(evaluator.weights), text, {}, "exact", 0)] * len(plans)
-    return [(values, error, os.getpid(), DATA_LOADS["count"], items, status, scored)
+    seconds = time.perf_counter() - started
+    return [(values, error, os.getpid(), DATA_LOADS["count"], items, status, scored, seconds)
             for values, error, items, status, scored in results]

@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 from conftest import HELPERS, FailOnce, cli, tiny_benchmark, tiny_model
+from helpers.logbooks import csv_rows
 
 from deap_llmmerge import EvaluationError, LLMMergeGA
 from deap_llmmerge.distributed import PoolMap
@@ -44,7 +45,7 @@ def test_two_scoop_workers_score_in_two_processes_and_match_the_serial_run(run_f
     distributed, serial = recipe(run_folder / "scoop"), recipe(run_folder / "serial")
     assert distributed["run"]["processes"] == 2 and serial["run"]["processes"] == 1
     assert distributed["halloffame"] == serial["halloffame"]
-    assert (run_folder / "scoop" / "logbook.csv").read_text() == (run_folder / "serial" / "logbook.csv").read_text()
+    assert csv_rows(run_folder / "scoop" / "logbook.csv") == csv_rows(run_folder / "serial" / "logbook.csv")
 
 
 def test_the_entry_script_runs_under_python_m_scoop(run_folder):

@@ -5,6 +5,7 @@ import json
 
 import pytest
 from conftest import tiny_benchmark, tiny_model
+from helpers.logbooks import records
 
 from deap_llmmerge import LLMMergeGA
 from deap_llmmerge.run.checkpoint import ga_state, restore_ga
@@ -69,7 +70,7 @@ def test_a_resumed_cheap_run_ends_as_the_uninterrupted_one():
     resumed.run()
     assert [(list(m), m.fitness.values) for m in resumed.halloffame] == \
         [(list(m), m.fitness.values) for m in whole.halloffame]
-    assert list(resumed.logbook) == list(whole.logbook)
+    assert records(resumed.logbook) == records(whole.logbook)
 
 
 def test_tournament_racing_pairs_each_candidate_with_the_elite_it_must_beat():

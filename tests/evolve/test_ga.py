@@ -3,6 +3,7 @@
 import pytest
 from conftest import tiny_benchmark, tiny_model
 from deap import algorithms, tools
+from helpers.logbooks import records
 
 from deap_llmmerge import ConfigError, LLMMergeGA, make_toolbox
 
@@ -24,7 +25,7 @@ def test_same_seed_same_hall_of_fame_and_logbook(family_case):
     first, _ = _run(seed=5, **family_case)
     second, _ = _run(seed=5, **family_case)
     assert _hall(first) == _hall(second)
-    assert list(first.logbook) == list(second.logbook)
+    assert records(first.logbook) == records(second.logbook)
     assert first.logbook.chapters["loss"] == second.logbook.chapters["loss"]
 
 
