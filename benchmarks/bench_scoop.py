@@ -1,8 +1,10 @@
-"""Speed-up of SCOOP workers over the serial run, on an evaluation-dominated workload, same run.
+"""Two workers against one process on an evaluation-dominated workload, whole CLI runs, same run: SCOOP (the
+generational and the steady-state loop), the process pool and Ray (when installed), start-up included.
 
 Saves two 8-layer Llamas (hidden 256) and a benchmark of 64 x 128 tokens, then times the same
-``deap-llmmerge run`` (population 16, 4 generations) serially and with ``--workers 2`` (SCOOP start-up
-included), and checks that both found the same hall of fame.
+``deap-llmmerge run`` (population 16, 4 generations) serially and with ``--workers 2`` on each backend,
+checks that the generational runs found the serial hall of fame, and reports each run's utilisation per
+generation (logbook.csv: the share of the workers' time spent scoring).
 
     .venv/bin/python benchmarks/bench_scoop.py [--workers 2]
 """
@@ -10,6 +12,8 @@ included), and checks that both found the same hall of fame.
 from __future__ import annotations
 
 import argparse
+import csv
+import importlib.util
 import json
 import os
 import subprocess
@@ -47,24 +51,44 @@ def timed_run(config: Path, output: Path, *extra: str) -> float:
     return time.perf_counter() - start
 
 
+def utilisation(output: Path) -> str:
+    rows = list(csv.DictReader((output / "logbook.csv").read_text().splitlines()))
+    return " ".join(row["utilisation"] or "-" for row in rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
+    workers = str(args.workers)
+    runs = [("serial", "serial", ()), ("scoop", f"SCOOP, {workers} workers", ("--workers", workers)),
+            ("pool", f"pool, {workers} workers", ("--workers", workers, "--backend", "pool"))]
+    if importlib.util.find_spec("ray") is not None:
+        runs.append(("ray", f"Ray, {workers} actors (local Ray started by the run)",
+                     ("--workers", workers, "--backend", "ray")))
+    runs.append(("steady", f"SCOOP, {workers} workers, ga.loop steady_state", ("--workers", workers)))
     with tempfile.TemporaryDirectory() as folder:
         config = prepare(Path(folder))
-        serial = timed_run(config, Path(folder) / "serial")
-        distributed = timed_run(config, Path(folder) / "scoop", "--workers", str(args.workers))
-        recipes = [json.loads((Path(folder) / name / "recipe.json").read_text()) for name in ("serial", "scoop")]
-    same = recipes[0]["halloffame"] == recipes[1]["halloffame"]
-    print(f"### SCOOP workers against one process ({recipes[0]['run']['evaluations']} evaluations: population 16, "
-          "4 generations, 8-layer Llama, 64 x 128 tokens, SCOOP start-up included)\n")
-    print("| run | s | speed-up |")
-    print("|---|---|---|")
-    print(f"| serial | {serial:.1f} | 1.00 |")
-    print(f"| SCOOP, {args.workers} workers ({recipes[1]['run']['processes']} processes scored) | {distributed:.1f} "
-          f"| {serial / distributed:.2f}x |")
-    print(f"\nSame hall of fame: {same}.")
+        steady = Path(folder) / "steady.yaml"
+        settings = yaml.safe_load(config.read_text())
+        settings["ga"]["loop"] = "steady_state"
+        steady.write_text(yaml.safe_dump(settings))
+        seconds, recipes, used = {}, {}, {}
+        for name, _, extra in runs:
+            seconds[name] = timed_run(steady if name == "steady" else config, Path(folder) / name, *extra)
+            recipes[name] = json.loads((Path(folder) / name / "recipe.json").read_text())
+            used[name] = utilisation(Path(folder) / name)
+    serial = seconds["serial"]
+    print(f"### Two workers against one process ({recipes['serial']['run']['evaluations']} evaluations: population "
+          "16, 4 generations, 8-layer Llama, 64 x 128 tokens, whole CLI runs, start-up included)\n")
+    print("| run | s | speed-up | processes | same hall of fame | utilisation per generation |")
+    print("|---|---|---|---|---|---|")
+    for name, label, _ in runs:
+        same = "-" if name in ("serial", "steady") else recipes[name]["halloffame"] == recipes["serial"]["halloffame"]
+        print(f"| {label} | {seconds[name]:.1f} | {serial / seconds[name]:.2f}x | {recipes[name]['run']['processes']} "
+              f"| {same} | {used[name]} |")
+    if "ray" in seconds:
+        print(f"\nRay / SCOOP time: {seconds['ray'] / seconds['scoop']:.2f}.")
 
 
 if __name__ == "__main__":

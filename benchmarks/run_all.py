@@ -24,6 +24,7 @@ BENCHMARKS = {
     "merge_methods": "bench_merge_methods.py",
     "scoop": "bench_scoop.py",
     "smollm2": "bench_smollm2.py",
+    "workers_smollm2": "bench_workers_smollm2.py",
 }
 DEVICE_AWARE = ("evaluation", "population")
 

@@ -48,6 +48,7 @@ class PoolMap:
             raise ConfigError(f"PoolMap needs at least 1 worker, got {workers}")
         self.workers = workers
         self._pool = None
+        self.submitter = None  # the steady-state loop's pool (:mod:`.asynchronous`), made on first use
 
     def __call__(self, func: Callable, tasks: Iterable) -> Iterator:
         if self._pool is None:
@@ -61,10 +62,13 @@ class PoolMap:
         return self._pool.imap(func, list(tasks), chunksize=1)
 
     def __getstate__(self) -> dict:
-        return {"workers": self.workers, "_pool": None}
+        return {"workers": self.workers, "_pool": None, "submitter": None}
 
     def close(self) -> None:
         """Let the workers finish and end them."""
+        if self.submitter is not None:
+            self.submitter.close()
+            self.submitter = None
         if self._pool is not None:
             self._pool.close()
             self._pool.join()
@@ -72,6 +76,9 @@ class PoolMap:
 
     def terminate(self) -> None:
         """End the workers now."""
+        if self.submitter is not None:
+            self.submitter.close()
+            self.submitter = None
         if self._pool is not None:
             self._pool.terminate()
             self._pool.join()

@@ -72,9 +72,13 @@ class RayMap:
         self.replaced_actors = 0
         self._actors: list | None = None
         self._actor_class = None
+        self._queue: collections.deque = collections.deque()  # (tag, func, task, tries) not yet on an actor
+        self._idle: list = []
+        self._running: dict = {}  # object ref -> (tag, func, task, tries, actor)
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_actors": None, "_actor_class": None, "started_ray": False}
+        return {**self.__dict__, "_actors": None, "_actor_class": None, "started_ray": False,
+                "_queue": collections.deque(), "_idle": [], "_running": {}}
 
     # -- starting and stopping ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -90,7 +94,7 @@ class RayMap:
             level, ray_log.level = ray_log.level, logging.ERROR  # its start-up notes are not the run's log
             try:
                 if self.address is None:
-                    ray.init(num_cpus=self.workers, **options)
+                    ray.init(address="local", num_cpus=self.workers, **options)  # never a cluster found here
                     self.started_ray = True
                 else:
                     ray.init(address=self.address, **options)
@@ -102,6 +106,7 @@ class RayMap:
         np.random.set_state(rng[1])
         self._actor_class = ray.remote(num_cpus=1, num_gpus=self.gpus_per_worker)(_Scorer)
         self._actors = [self._actor_class.remote() for _ in range(self.workers)]
+        self._idle = list(self._actors)
         log.info("scoring on %d Ray actors (%s)", self.workers,
                  "a local Ray" if self.started_ray else f"the Ray cluster at {self.address or 'this process joined'}")
 
@@ -120,48 +125,66 @@ class RayMap:
             except Exception:  # already dead, or Ray already down
                 pass
         self._actors = None
+        self._queue.clear()
+        self._idle, self._running = [], {}
         if self.started_ray:
             ray.shutdown()
             self.started_ray = False
 
-    # -- the map ------------------------------------------------------------------------------------------
+    # -- the map, and tasks one at a time ------------------------------------------------------------------
+    @property
+    def capacity(self) -> int:
+        return self.workers
+
     def __call__(self, func: Callable, tasks: Iterable) -> Iterator:
         self.start()
         return self._results(func, list(tasks))
 
     def _results(self, func: Callable, tasks: list) -> Iterator:
+        for index, task in enumerate(tasks):
+            self.submit(func, task, index)
+        results: dict[int, object] = {}
+        for index in range(len(tasks)):
+            while index not in results:
+                results.update(self.wait())
+            yield results.pop(index)
+
+    def submit(self, func: Callable, task: object, tag: object) -> None:
+        """Queue ``func(task)`` for the next free actor; :meth:`wait` returns it with ``tag``."""
+        self.start()
+        self._queue.append((tag, func, task, 0))
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        while self._queue and self._idle:
+            tag, func, task, tries = self._queue.popleft()
+            actor = self._idle.pop()
+            self._running[actor.run.remote(func, task)] = (tag, func, task, tries, actor)
+
+    def wait(self) -> list[tuple[object, object]]:
+        """``(tag, result)`` of the tasks that finished (at least one while any is queued or running)."""
         ray = _ray()
         from ray.exceptions import RayActorError
 
-        results: dict[int, object] = {}
-        queue = collections.deque(range(len(tasks)))
-        tries = collections.Counter()
-        idle = list(self._actors)
-        running: dict = {}  # object ref -> (task index, actor)
-        next_out = 0
-        while next_out < len(tasks):
-            while queue and idle:
-                index, actor = queue.popleft(), idle.pop()
-                running[actor.run.remote(func, tasks[index])] = (index, actor)
-            if running and next_out not in results:
-                done = _wait(ray, list(running))
-                for ref in done:
-                    index, actor = running.pop(ref)
-                    try:
-                        results[index] = ray.get(ref)
-                        idle.append(actor)
-                    except RayActorError as exc:
-                        tries[index] += 1
-                        if tries[index] >= MAX_RETRIES:
-                            raise EvaluationError(f"share {index} lost its Ray actor {tries[index]} times; last: "
-                                                  f"{str(exc).splitlines()[0]}") from None
-                        log.warning("a Ray actor died while scoring share %d; running it again on a new one", index)
-                        self._actors.remove(actor)
-                        fresh = self._actor_class.remote()
-                        self._actors.append(fresh)
-                        self.replaced_actors += 1
-                        idle.append(fresh)
-                        queue.appendleft(index)
-            while next_out in results:
-                yield results.pop(next_out)
-                next_out += 1
+        self._dispatch()
+        if not self._running:
+            return []
+        finished = []
+        for ref in _wait(ray, list(self._running)):
+            tag, func, task, tries, actor = self._running.pop(ref)
+            try:
+                finished.append((tag, ray.get(ref)))
+                self._idle.append(actor)
+            except RayActorError as exc:
+                if tries + 1 >= MAX_RETRIES:
+                    raise EvaluationError(f"a share lost its Ray actor {tries + 1} times; last: "
+                                          f"{str(exc).splitlines()[0]}") from None
+                log.warning("a Ray actor died while scoring a share; running it again on a new one")
+                self._actors.remove(actor)
+                fresh = self._actor_class.remote()
+                self._actors.append(fresh)
+                self.replaced_actors += 1
+                self._idle.append(fresh)
+                self._queue.appendleft((tag, func, task, tries + 1))
+        self._dispatch()
+        return finished

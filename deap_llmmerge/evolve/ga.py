@@ -25,6 +25,7 @@ from .cmaes import CMAES
 from .measures import ModelMeasures
 from .settings import EvolveSettings, GASettings
 from .statistics import objective_statistics
+from .steady_state import SteadyState
 from .toolbox import as_benchmarks, build_toolbox
 
 __all__ = ["LLMMergeGA", "seed_everything", "elite_count"]
@@ -99,13 +100,14 @@ class LLMMergeGA(ModelMeasures):
         score_memory_mb: int | None = None,
         fitness: Mapping[str, object] | None = None,
         base_model: object | None = None,
+        loop: str = "generational",
         **genome_settings: object,
     ) -> None:
         ga = settings_from(GASettings, population_size=population_size, max_generations=max_generations,
                            crossover_rate=crossover_rate, mutation_rate=mutation_rate, elitism_rate=elitism_rate,
                            seed=seed, patience=patience, tournament_size=tournament_size,
                            halloffame_size=halloffame_size, max_failed_share=max_failed_share,
-                           adaptive_mutation=adaptive_mutation)
+                           adaptive_mutation=adaptive_mutation, loop=loop)
         evolve = settings_from(EvolveSettings, selection=selection, ga=ga, algorithm=algorithm, cmaes=cmaes or {})
         genomes = settings_from(GenomeSettings, genome=genome, **genome_settings)
         scoring = settings_from(ScoringSettings, objectives=objectives_setting(objectives),
@@ -168,6 +170,12 @@ class LLMMergeGA(ModelMeasures):
         fitness = scoring.fitness
         self.cheap = CheapFitness(fitness, settings.seed) if (fitness.anchors or fitness.per_benchmark or
                                                                fitness.racing) else None
+        self.steady = None
+        if settings.loop == "steady_state":
+            if evolve.algorithm == "cmaes" or self.cheap is not None:
+                raise ConfigError("ga.loop steady_state takes the GA without fitness anchors or racing "
+                                  f"(this run has {'algorithm cmaes' if evolve.algorithm == 'cmaes' else 'fitness'})")
+            self.steady = SteadyState(self)
         self.cmaes = None
         if evolve.algorithm == "cmaes":
             if self.evaluator.family.bounds is None:
@@ -238,7 +246,7 @@ class LLMMergeGA(ModelMeasures):
                 self.improved_at = self.generation
         else:
             previous = self.halloffame[0].fitness.wvalues if len(self.halloffame) else None
-            self.halloffame.update(eligible)
+            self.halloffame.update(scored + eligible)  # a steady-state child may have left the population
             if previous is None or self.halloffame[0].fitness.wvalues > previous:
                 self.improved_at = self.generation
         diversity = self.diversity()
@@ -270,6 +278,8 @@ class LLMMergeGA(ModelMeasures):
             self.cached_map.fidelity = self.cheap.fidelity(self)
         if self.cmaes is not None:
             evaluations, scored = self.cmaes.step(self)
+        elif self.steady is not None:
+            evaluations, scored = self.steady.step()
         elif self.selection == "nsga2":
             parents = self.toolbox.select_parents(self.population, self.population_size)
             offspring = algorithms.varAnd(parents, self.toolbox, self.crossover_rate, 1.0)
@@ -296,8 +306,10 @@ class LLMMergeGA(ModelMeasures):
             self.population = self.cmaes.first(self) if self.cmaes is not None else \
                 self.toolbox.population(n=self.population_size)
             self.generation = 0
-            evaluations = self._score(self.population, 0)
-            scored = list(self.population)
+            if self.steady is not None:
+                evaluations, scored = self.steady.first(self.population)
+            else:
+                evaluations, scored = self._score(self.population, 0), list(self.population)
             if self.selection == "nsga2":
                 self.population[:] = self.toolbox.select(self.population, self.population_size)
             self._record(evaluations, scored)

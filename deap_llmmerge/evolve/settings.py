@@ -24,7 +24,8 @@ class GASettings(_Strict):
     """The original design's hyperparameters and the loop's own: ``mutation_rate`` per gene,
     ``crossover_rate`` per pair, ``elitism_rate`` of the population kept (tournament selection), ``seed``
     (None: not seeded), ``patience`` (generations without improvement before stopping), ``max_failed_share``
-    of a generation's candidates that may fail before the run stops."""
+    of a generation's candidates that may fail before the run stops; ``loop``: generations scored whole
+    (generational) or children scored as workers free up (steady_state, :mod:`.steady_state`)."""
 
     population_size: int = Field(24, ge=2)
     max_generations: int = Field(10, ge=0)
@@ -37,6 +38,7 @@ class GASettings(_Strict):
     halloffame_size: int = Field(5, ge=1)
     max_failed_share: float = Field(0.5, ge=0.0, le=1.0)
     adaptive_mutation: AdaptiveMutation | None = None
+    loop: Literal["generational", "steady_state"] = "generational"
 
 
 class CMAESSettings(_Strict):

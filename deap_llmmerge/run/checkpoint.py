@@ -87,6 +87,7 @@ def ga_state(ga: LLMMergeGA) -> dict:
         "cache": [[ga.cached_map.genomes[key], json_values(values)] for key, values in ga.cached_map.cache.items()],
         "evaluations": ga.cached_map.evaluations,
         "mutation_rate": ga.current_mutation_rate,
+        "in_flight": ga.steady.in_flight if ga.steady is not None else [],  # steady-state children being scored
         "rng": _rng_state(),
         **({"cmaes": ga.cmaes.state()} if ga.cmaes is not None else {}),
         **({"cheap_fitness": ga.cheap.state(ga)} if ga.cheap is not None else {}),
@@ -122,6 +123,8 @@ def restore_ga(ga: LLMMergeGA, state: dict) -> None:
     for genome, values in state["cache"]:
         ga.cached_map.remember(genome, from_json_values(values, weights))
     ga.cached_map.evaluations = state["evaluations"]
+    if ga.steady is not None:
+        ga.steady.in_flight = [list(genome) for genome in state.get("in_flight", [])]
     if ga.current_mutation_rate != state["mutation_rate"]:
         ga.current_mutation_rate = state["mutation_rate"]
         ga.evaluator.family.register_operators(ga.toolbox, ga.evaluator.space, state["mutation_rate"])

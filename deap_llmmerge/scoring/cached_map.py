@@ -117,12 +117,8 @@ class CachedMap:
             if uses_ray(self.base_map):
                 self.base_map.start()  # Ray's object store takes the benchmark
             self.evaluate.share(use_scoop=uses_scoop(self.base_map), use_ray=uses_ray(self.base_map))
-        self.last_failures = []
-        tasks = [(self.evaluate, share, self.fidelity) for share in shares]
-        beats = _heartbeat_listener(self.base_map)
-        if beats is not None:  # each SCOOP share says while it is scored, so a dead worker's share is re-sent
-            tasks = [(evaluate, share, replace(fidelity, heartbeat=(beats.address, beats.new_token())))
-                     for evaluate, share, fidelity in tasks]
+        self.last_failures, self.last_share_seconds = [], []
+        tasks = [self._task(share) for share in shares]
         bar = tqdm(total=len(todo), desc="scoring", unit="candidate", leave=False,
                    disable=False if self.progress == "always" else None) if self.progress and todo else None
         in_process = self.base_map is map and bar is not None and hasattr(self.evaluate, "score_plans")
@@ -147,8 +143,42 @@ class CachedMap:
         busy = sum(self.last_share_seconds)
         self.last_utilisation = min(1.0, busy / max(1e-9, (workers or len(self.last_share_seconds)) * seconds))
 
+    def _task(self, share: list) -> tuple:
+        """What scores ``share`` where the map runs it: each SCOOP share says while it is scored, so that a
+        dead worker's share is re-sent."""
+        beats = _heartbeat_listener(self.base_map)
+        fidelity = self.fidelity if beats is None else \
+            replace(self.fidelity, heartbeat=(beats.address, beats.new_token()))
+        return (self.evaluate, share, fidelity)
+
+    # -- one candidate at a time: the steady-state loop ----------------------------------------------------
+    def known(self, individual: list) -> tuple[object, tuple[float, ...] | None]:
+        """``(key, fitness)``: the fitness the cache holds for ``individual``'s merge, or None (an invalid
+        genome gets the worst, here)."""
+        key = self.same.key(individual)
+        if isinstance(key, tuple) and key not in self.cache:
+            log.warning("invalid genome %s scored as worst", list(individual))
+            self.cache[key] = worst_fitness(self.evaluate.weights)
+            self.genomes.setdefault(key, list(individual))
+            self.evaluations += 1
+        return key, self.cache.get(key)
+
+    def task(self, key: object) -> tuple:
+        """The task (for :func:`~.evaluator.score_chunk`) that scores the merge ``key`` alone."""
+        if self.base_map is not map:
+            if uses_ray(self.base_map):
+                self.base_map.start()
+            self.evaluate.share(use_scoop=uses_scoop(self.base_map), use_ray=uses_ray(self.base_map))
+        return self._task([key])
+
+    def accept(self, key: object, genome: list, results: list) -> tuple[float, ...]:
+        """Take a finished :meth:`task`'s results into the cache (failures into ``last_failures``, seconds
+        into ``last_share_seconds``); return the fitness."""
+        self._collect([[key]], [results], {key: list(genome)}, None)
+        self.evaluations += 1
+        return self.cache[key]
+
     def _collect(self, shares: list, results, fresh: dict, bar) -> None:
-        self.last_share_seconds = []
         for share, share_results in zip(shares, results):
             share_results = list(share_results)
             if share_results:

@@ -26,7 +26,7 @@ def test_same_seed_same_hall_of_fame_and_logbook(family_case):
     second, _ = _run(seed=5, **family_case)
     assert _hall(first) == _hall(second)
     assert records(first.logbook) == records(second.logbook)
-    assert first.logbook.chapters["loss"] == second.logbook.chapters["loss"]
+    assert records(first.logbook.chapters["loss"]) == records(second.logbook.chapters["loss"])
 
 
 def test_other_seed_explores_differently():
