@@ -4,19 +4,19 @@ Public API, top-down: the facade (:class:`LLMMergeGA`), the toolbox it wraps (:f
 :func:`build_toolbox`), the settings groups a run config is made of (:class:`GASettings`,
 :class:`EvolveSettings`, :class:`GenomeSettings`, :class:`ScoringSettings`), the data it scores on
 (:class:`BenchmarkData`, :func:`load_benchmark`, :func:`build_benchmark`), the registries of genome families
-and merge methods, where candidates are scored (:class:`PoolMap`, :func:`scoop_map`), and the errors that
-name bad input.
+and merge methods, where candidates are scored (:class:`PoolMap`, :class:`RayMap`, :func:`scoop_map`), and
+the errors that name bad input.
 
 The package is laid out by job, one folder each: ``evolve`` (the search), ``genomes``, ``scoring``,
-``models`` (sources and the merge engine), ``methods`` (merge kernels), ``distributed`` (SCOOP and the
-pool) and ``run`` (the command line and its files). A folder's modules import each other's modules
+``models`` (sources and the merge engine), ``methods`` (merge kernels), ``distributed`` (SCOOP, the
+pool and Ray) and ``run`` (the command line and its files). A folder's modules import each other's modules
 directly; from above them they import only ``errors``, ``devices`` and the package's ``__version__``, and
 no module imports its own folder's ``__init__``.
 """
 
 import sys
 
-from .distributed import PoolMap, scoop_map
+from .distributed import PoolMap, RayMap, scoop_map
 from .distributed.heartbeats import patient_scoop_resend
 from .errors import (
     BenchmarkDataError,
@@ -55,7 +55,7 @@ __all__ = [
     "BenchmarkData", "load_benchmark", "build_benchmark",
     "SourcePool", "is_compatible", "calculate_accuracy", "calculate_loss",
     "GENOMES", "GenomeFamily", "GenomeSpace", "MERGE_METHODS", "register_merge_method",
-    "merge_models", "MergePlan", "PartMerge", "MergeEngine", "Evaluator", "CachedMap", "PoolMap", "scoop_map",
+    "merge_models", "MergePlan", "PartMerge", "MergeEngine", "Evaluator", "CachedMap", "PoolMap", "RayMap", "scoop_map",
     "LLMMergeError", "ConfigError", "SourceModelError", "IncompatibleModelsError", "BenchmarkDataError",
     "InvalidGenomeError", "EvaluationError", "__version__",
 ]

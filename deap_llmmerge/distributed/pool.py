@@ -66,20 +66,20 @@ class PoolMap:
 
     def close(self) -> None:
         """Let the workers finish and end them."""
-        if self.submitter is not None:
-            self.submitter.close()
-            self.submitter = None
-        if self._pool is not None:
-            self._pool.close()
-            self._pool.join()
-            self._pool = None
+        self._end(now=False)
 
     def terminate(self) -> None:
         """End the workers now."""
-        if self.submitter is not None:
+        self._end(now=True)
+
+    def _end(self, now: bool) -> None:
+        if self.submitter is not None:  # the steady-state loop's pool ends at once either way
             self.submitter.close()
             self.submitter = None
         if self._pool is not None:
-            self._pool.terminate()
+            if now:
+                self._pool.terminate()
+            else:
+                self._pool.close()
             self._pool.join()
             self._pool = None

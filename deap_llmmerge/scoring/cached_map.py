@@ -112,7 +112,8 @@ class CachedMap:
             self.evaluations += 1
         todo = sorted(fresh, key=lambda plan: plan.sort_key())
         workers = map_workers(self.base_map)
-        shares = [[key] for key in todo] if workers is None else balanced_shares(todo, workers)
+        shares = [[key] for key in todo] if workers is None else \
+            balanced_shares(todo, workers, min_shares=2 * workers if uses_scoop(self.base_map) else None)
         if shares and self.base_map is not map:
             if uses_ray(self.base_map):
                 self.base_map.start()  # Ray's object store takes the benchmark

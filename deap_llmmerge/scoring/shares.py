@@ -7,9 +7,13 @@ share shares nothing. Every plan of a call is scored on the same items, so the i
 costs alike and drop out (racing, which stops candidates early, is the exception no estimate foresees).
 
 Shares are contiguous runs of the plans in sort order, so neighbours keep their shared prefixes. For each
-share count from one per worker to :data:`MAX_SHARES_PER_WORKER` per worker, the plans are cut so that the
-dearest share is as cheap as it can be; the count kept is the one whose shares, handed in order to the
-first free worker (as SCOOP's broker, a pool and Ray's scheduler do), finish first.
+share count from one per worker (``min_shares``) to :data:`MAX_SHARES_PER_WORKER` per worker, the plans
+are cut so that the dearest share is as cheap as it can be; the count kept is the one whose shares, handed
+in order to the first free worker (as SCOOP's broker, a pool and Ray's scheduler do), finish first.
+
+SCOOP needs more than one share per worker: its root keeps the last task it submits and runs it itself,
+and given exactly one task per worker it ran both of two 1-second tasks in the root, one after the other
+(2.0 s; three or four such tasks took 2.0 s on two workers), so a SCOOP map asks for two per worker.
 """
 
 from __future__ import annotations
@@ -72,6 +76,20 @@ def _cut_into(alone: list[float], after: list[float], shares: int) -> list[int]:
     return best
 
 
+def _at_least(alone: list[float], after: list[float], starts: list[int], count: int) -> list[int]:
+    """``starts`` with its dearest shares of two or more plans halved until there are ``count``."""
+    starts = list(starts)
+    while len(starts) < count:
+        bounds = [*starts, len(alone)]
+        costs = _share_costs(alone, after, starts)
+        splittable = [i for i in range(len(starts)) if bounds[i + 1] - bounds[i] > 1]
+        if not splittable:
+            break
+        i = max(splittable, key=costs.__getitem__)
+        starts.insert(i + 1, (bounds[i] + bounds[i + 1] + 1) // 2)
+    return starts
+
+
 def makespan(costs: Sequence[float], workers: int) -> float:
     """When the last of ``costs`` finishes, each handed in order to the first free of ``workers``."""
     free = [0.0] * max(1, workers)
@@ -80,9 +98,11 @@ def makespan(costs: Sequence[float], workers: int) -> float:
     return max(free)
 
 
-def balanced_shares(plans: Sequence[object], workers: int, key=lambda plan: plan) -> list[list]:
-    """``plans`` (already in sort order) in contiguous shares for ``workers`` workers; ``key`` gives each
-    one's :class:`~deap_llmmerge.models.plans.MergePlan`. One share for one worker."""
+def balanced_shares(plans: Sequence[object], workers: int, key=lambda plan: plan,
+                    min_shares: int | None = None) -> list[list]:
+    """``plans`` (already in sort order) in contiguous shares for ``workers`` workers, at least
+    ``min_shares`` of them (default: one per worker) where there are plans enough; ``key`` gives each one's
+    :class:`~deap_llmmerge.models.plans.MergePlan`. One share for one worker."""
     plans = list(plans)
     if not plans:
         return []
@@ -90,8 +110,11 @@ def balanced_shares(plans: Sequence[object], workers: int, key=lambda plan: plan
         return [plans]
     alone, after = plan_costs([key(plan) for plan in plans])
     best_starts, best_time = None, float("inf")
-    for count in range(min(workers, len(plans)), min(len(plans), MAX_SHARES_PER_WORKER * workers) + 1):
+    fewest = min(max(workers, min_shares or 0), len(plans))
+    for count in range(fewest, max(fewest, min(len(plans), MAX_SHARES_PER_WORKER * workers)) + 1):
         starts = _cut_into(alone, after, count)
+        if len(starts) < fewest:  # the cheapest cut into ``count`` may use fewer: split its dearest shares
+            starts = _at_least(alone, after, starts, fewest)
         time = makespan(_share_costs(alone, after, starts), workers)
         if time < best_time - 1e-9:
             best_starts, best_time = starts, time

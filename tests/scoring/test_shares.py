@@ -58,3 +58,11 @@ def test_cost_balanced_shares_finish_sooner_than_shares_of_equal_count():
     assert balanced < 0.85 * even
     total = cost(plans)
     assert balanced <= 0.6 * total  # within 20% of a perfect split of the chained work
+
+
+def test_a_scoop_map_gets_at_least_two_shares_per_worker_when_there_are_plans_enough():
+    plans = sorted((plan([0] * 10 + [(i >> k) & 1 for k in range(2)]) for i in range(4)), key=MergePlan.sort_key)
+    assert len(balanced_shares(plans, 2)) == 2  # near-identical plans: one share each finishes first
+    shares = balanced_shares(plans, 2, min_shares=4)
+    assert len(shares) == 4 and [p for share in shares for p in share] == plans
+    assert len(balanced_shares(plans[:3], 2, min_shares=4)) == 3
