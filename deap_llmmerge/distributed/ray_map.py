@@ -15,6 +15,7 @@ import collections
 import logging
 import random
 import signal
+import socket
 from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
@@ -35,6 +36,20 @@ def _ray():
     except ImportError:
         raise ConfigError("--backend ray needs Ray: pip install 'deap-llmmerge[ray]' (or pip install ray)") from None
     return ray
+
+
+def _check_reachable(address: str) -> None:
+    """A ``HOST:PORT`` (or ``ray://HOST:PORT``) that nothing answers at is a one-line error at once (Ray
+    itself retries for minutes); ``auto`` is Ray's to resolve."""
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+    except ValueError:
+        raise ConfigError(f"--address {address!r} is not auto, HOST:PORT or ray://HOST:PORT") from None
+    except OSError as exc:
+        raise ConfigError(f"no Ray cluster answers at {address} ({exc.strerror or exc})") from None
 
 
 def _wait(ray, refs: list) -> list:
@@ -88,6 +103,8 @@ class RayMap:
         rng = random.getstate(), np.random.get_state()  # Ray draws from them: the run's seed keeps its stream
         ray = _ray()
         if not ray.is_initialized():
+            if self.address is not None:
+                _check_reachable(self.address)
             handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
             options = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
             ray_log = logging.getLogger("ray")
@@ -98,6 +115,9 @@ class RayMap:
                     self.started_ray = True
                 else:
                     ray.init(address=self.address, **options)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                where = "start a local Ray" if self.address is None else f"join the Ray cluster at {self.address}"
+                raise ConfigError(f"could not {where}: {str(exc).strip().splitlines()[0]}") from None
             finally:
                 ray_log.setLevel(level)
             for sig, handler in handlers.items():  # Ray installs its own; the run's signal handling stays

@@ -155,3 +155,12 @@ def test_a_two_node_ray_cluster_gives_the_serial_run(ray_folder, tmp_path):
 def test_address_without_ray_backend_is_refused_in_one_line(ray_folder, tmp_path):
     result = cli("run", ray_folder / "config.yaml", "--output", tmp_path / "x", "--address", "auto")
     assert result.returncode != 0 and "--backend ray" in result.stderr.strip().splitlines()[-1]
+
+
+def test_an_address_where_no_ray_answers_is_one_line_at_once(ray_folder, tmp_path):
+    started = time.time()
+    result = cli("run", ray_folder / "config.yaml", "--output", tmp_path / "x", "--backend", "ray",
+                 "--address", "127.0.0.1:1")
+    assert result.returncode != 0 and time.time() - started < 60
+    assert result.stderr.strip().splitlines()[-1:] == [result.stderr.strip()], result.stderr
+    assert "no Ray cluster answers at 127.0.0.1:1" in result.stderr
