@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import random
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
 EXPERTS = ROOT / "experiments" / "results" / "many-experts" / "experts"
 
+from bench_smollm2 import population  # noqa: E402  (the same population: 4 random genomes, a mutant of each)
+
 
 def inputs() -> tuple[list[str], str, Path]:
     from smollm2_data import CACHE, base_model, download, splits, write_jsonl
@@ -36,15 +37,6 @@ def inputs() -> tuple[list[str], str, Path]:
     items = splits(downloads, "full")
     arc = write_jsonl(CACHE / "bench" / "arc_easy-64.jsonl", items["arc_easy"]["held_out"][:64])
     return [str(EXPERTS / skill) for skill in ("science", "commonsense", "reading", "social")], str(base), arc
-
-
-def population(toolbox, seed: int) -> list[list]:
-    random.seed(seed)
-    parents = [toolbox.individual() for _ in range(4)]
-    children = [toolbox.clone(p) for p in parents]
-    for child in children:
-        toolbox.mutate(child)
-    return [list(g) for g in parents + children]
 
 
 def measure(models: list[str], base: str, arc: Path, base_map) -> dict[str, float]:

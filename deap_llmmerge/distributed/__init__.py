@@ -14,7 +14,8 @@ from .pool import PoolMap
 from .ray_map import RayMap
 from .scoop import scoop_map, scoop_workers, uses_scoop
 
-__all__ = ["BACKENDS", "make_map", "map_workers", "PoolMap", "RayMap", "scoop_map", "uses_scoop", "uses_ray"]
+__all__ = ["BACKENDS", "make_map", "map_workers", "min_shares", "PoolMap", "RayMap", "scoop_map", "uses_scoop",
+           "uses_ray"]
 
 
 BACKENDS = ("serial", "scoop", "pool", "ray")
@@ -42,6 +43,13 @@ def map_workers(base_map: Callable) -> int | None:
     if workers is None and uses_scoop(base_map):
         workers = scoop_workers()
     return workers
+
+
+def min_shares(base_map: Callable) -> int | None:
+    """The fewest shares a call of ``base_map`` should be cut into (None: one per worker). SCOOP's root keeps
+    the last task it submits and runs it itself: given one task per worker it ran two of them one after the
+    other (:mod:`deap_llmmerge.scoring.shares`), so SCOOP gets two per worker."""
+    return 2 * (map_workers(base_map) or 1) if uses_scoop(base_map) else None
 
 
 def uses_ray(base_map: Callable) -> bool:

@@ -44,9 +44,6 @@ class InProcess:
         done, self._done = self._done, []
         return done
 
-    def close(self) -> None:
-        pass
-
 
 class PoolSubmitter:
     """A ``concurrent.futures`` process pool (spawn) of the pool map's size. When a worker dies, the pool
@@ -122,30 +119,12 @@ class ScoopSubmitter:
         done, _ = futures.wait(list(self._running), return_when=futures.FIRST_COMPLETED)
         return [(self._running.pop(future), future.result()) for future in done]
 
-    def close(self) -> None:
-        pass
-
-
-class _RaySubmitter:
-    def __init__(self, ray_map: RayMap) -> None:
-        self.map = ray_map
-        self.capacity = ray_map.workers
-
-    def submit(self, func: Callable, task: object, tag: object) -> None:
-        self.map.submit(func, task, tag)
-
-    def wait(self) -> list:
-        return self.map.wait()
-
-    def close(self) -> None:
-        pass
-
 
 def submitter_for(base_map: Callable) -> object:
     """The submitter of ``base_map``'s backend (in this process for the builtin map or a map it does not
     know). A pool map keeps its submitter, whose processes :meth:`PoolMap.terminate` ends."""
-    if isinstance(base_map, RayMap):
-        return _RaySubmitter(base_map)
+    if isinstance(base_map, RayMap):  # it submits and waits itself
+        return base_map
     if isinstance(base_map, PoolMap):
         if base_map.submitter is None:
             base_map.submitter = PoolSubmitter(base_map.workers)

@@ -205,16 +205,20 @@ class LLMMergeGA(ModelMeasures):
         """Score the individuals without a valid fitness; return how many were new to the cache."""
         invalid = [ind for ind in individuals if not ind.fitness.valid]
         before = self.cached_map.evaluations
-        self.cached_map.last_utilisation = None
         for ind, values in zip(invalid, self.toolbox.map(self.toolbox.evaluate, invalid)):
             ind.fitness.values = values
         fresh = self.cached_map.evaluations - before
+        self.count_failures(fresh, generation)
+        return fresh
+
+    def count_failures(self, fresh: int, generation: int) -> None:
+        """Count the cached map's last failures among ``fresh`` new evaluations; stop the run with
+        EvaluationError when they are more than ``max_failed_share`` of them."""
         failures = self.cached_map.last_failures
         self.failed_evaluations += len(failures)
         if failures and len(failures) > self.max_failed_share * fresh:
             raise EvaluationError(f"{len(failures)} of {fresh} evaluations failed in generation "
                                   f"{generation}; first: {failures[0].error}")
-        return fresh
 
     def diversity(self) -> float:
         """The share of the population's merges that are distinct."""

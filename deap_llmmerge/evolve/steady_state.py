@@ -26,7 +26,6 @@ import time
 from deap import algorithms
 
 from ..distributed.asynchronous import submitter_for
-from ..errors import EvaluationError
 from ..scoring.evaluator import score_chunk
 
 __all__ = ["SteadyState"]
@@ -132,14 +131,8 @@ class SteadyState:
                 break
             for child in self._finished():
                 self._take(child, breed, entered)
-        busy = sum(cached_map.last_share_seconds)
-        seconds = time.perf_counter() - started
-        cached_map.last_utilisation = min(1.0, busy / max(1e-9, capacity * seconds)) if busy else None
-        failures = cached_map.last_failures
-        ga.failed_evaluations += len(failures)
-        if failures and len(failures) > ga.max_failed_share * max(1, self.fresh):
-            raise EvaluationError(f"{len(failures)} of {self.fresh} evaluations failed in generation "
-                                  f"{ga.generation + 1 if breed else 0}; first: {failures[0].error}")
+        cached_map.note_utilisation(capacity, time.perf_counter() - started)
+        ga.count_failures(self.fresh, ga.generation + 1 if breed else 0)
         return self.fresh, entered
 
     def _take(self, individual: list, breed: bool, entered: list) -> None:
@@ -154,7 +147,3 @@ class SteadyState:
         if individual.fitness.valid:
             del individual.fitness.values
         return individual
-
-    def close(self) -> None:
-        if self._submitter is not None:
-            self._submitter.close()

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 from tqdm.auto import tqdm
 
-from ..distributed import map_workers, uses_ray, uses_scoop
+from ..distributed import map_workers, min_shares, uses_ray, uses_scoop
 from ..errors import InvalidGenomeError
 from .cheap import EXACT
 from .evaluator import Evaluator, score_chunk, worst_fitness
@@ -113,12 +113,10 @@ class CachedMap:
         todo = sorted(fresh, key=lambda plan: plan.sort_key())
         workers = map_workers(self.base_map)
         shares = [[key] for key in todo] if workers is None else \
-            balanced_shares(todo, workers, min_shares=2 * workers if uses_scoop(self.base_map) else None)
-        if shares and self.base_map is not map:
-            if uses_ray(self.base_map):
-                self.base_map.start()  # Ray's object store takes the benchmark
-            self.evaluate.share(use_scoop=uses_scoop(self.base_map), use_ray=uses_ray(self.base_map))
-        self.last_failures, self.last_share_seconds = [], []
+            balanced_shares(todo, workers, min_shares=min_shares(self.base_map))
+        if shares:
+            self._share_data()
+        self.last_failures, self.last_share_seconds, self.last_utilisation = [], [], None
         tasks = [self._task(share) for share in shares]
         bar = tqdm(total=len(todo), desc="scoring", unit="candidate", leave=False,
                    disable=False if self.progress == "always" else None) if self.progress and todo else None
@@ -128,8 +126,7 @@ class CachedMap:
         started = time.perf_counter()
         try:
             self._collect(shares, self.base_map(score_chunk, tasks), fresh, None if in_process else bar)
-            if shares:
-                self._utilisation(workers, time.perf_counter() - started)
+            self.note_utilisation(workers, time.perf_counter() - started)
         finally:
             if in_process:
                 self.evaluate.on_scored = None
@@ -138,11 +135,20 @@ class CachedMap:
         self.evaluations += len(todo)
         return [self.cache[key] for key in keys]
 
-    def _utilisation(self, workers: int | None, seconds: float) -> None:
-        """The share of the workers' time in the last call that went to scoring (the shares' own seconds
-        over workers x the call's wall time): 1.0 when no worker waited."""
+    def note_utilisation(self, workers: int | None, seconds: float) -> None:
+        """``last_utilisation``: the share of the workers' time in the last ``seconds`` that went to scoring
+        (the shares' own seconds over workers x ``seconds``; 1.0 when no worker waited, None when nothing
+        was scored)."""
         busy = sum(self.last_share_seconds)
-        self.last_utilisation = min(1.0, busy / max(1e-9, (workers or len(self.last_share_seconds)) * seconds))
+        self.last_utilisation = min(1.0, busy / max(1e-9, (workers or len(self.last_share_seconds)) * seconds)) \
+            if busy else None
+
+    def _share_data(self) -> None:
+        """The benchmark (and in-memory sources) where the map's workers read them."""
+        if self.base_map is not map:
+            if uses_ray(self.base_map):
+                self.base_map.start()  # Ray's object store takes the benchmark
+            self.evaluate.share(use_scoop=uses_scoop(self.base_map), use_ray=uses_ray(self.base_map))
 
     def _task(self, share: list) -> tuple:
         """What scores ``share`` where the map runs it: each SCOOP share says while it is scored, so that a
@@ -166,10 +172,7 @@ class CachedMap:
 
     def task(self, key: object) -> tuple:
         """The task (for :func:`~.evaluator.score_chunk`) that scores the merge ``key`` alone."""
-        if self.base_map is not map:
-            if uses_ray(self.base_map):
-                self.base_map.start()
-            self.evaluate.share(use_scoop=uses_scoop(self.base_map), use_ray=uses_ray(self.base_map))
+        self._share_data()
         return self._task([key])
 
     def accept(self, key: object, genome: list, results: list) -> tuple[float, ...]:

@@ -10,9 +10,7 @@ import subprocess
 import time
 
 import pytest
-import torch
-import yaml
-from conftest import cli, tiny_benchmark
+from conftest import cli, write_run_config
 
 pytestmark = pytest.mark.slow
 
@@ -71,10 +69,7 @@ def second_host(tmp_path):
 def test_scoop_over_a_hostfile_of_two_hosts_gives_the_serial_run(second_host, saved_llamas, tmp_path):
     env, host, logins = second_host
     before = logins()
-    torch.save(tiny_benchmark(), tmp_path / "bench.pt")
-    config = {"models": [str(p) for p in saved_llamas], "benchmark": "bench.pt",
-              "ga": {"population_size": 8, "max_generations": 3, "seed": 4}}
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    write_run_config(tmp_path, saved_llamas, ga={"population_size": 8, "max_generations": 3, "seed": 4})
     serial = cli("run", tmp_path / "config.yaml", "--output", tmp_path / "serial")
     assert serial.returncode == 0, serial.stderr
     (tmp_path / "hosts").write_text(f"127.0.0.1 1\n{host} 1\n")

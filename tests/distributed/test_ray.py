@@ -11,9 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-import yaml
-from conftest import cli, tiny_benchmark
+from conftest import cli, write_run_config
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'deap-llmmerge[ray]')")
 
@@ -51,10 +49,7 @@ def ray_processes() -> set[int]:
 @pytest.fixture(scope="module")
 def ray_folder(tmp_path_factory, saved_llamas):
     folder = tmp_path_factory.mktemp("ray")
-    torch.save(tiny_benchmark(), folder / "bench.pt")
-    config = {"models": [str(p) for p in saved_llamas], "benchmark": "bench.pt",
-              "ga": {"population_size": 8, "max_generations": 3, "seed": 4}}
-    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    write_run_config(folder, saved_llamas, ga={"population_size": 8, "max_generations": 3, "seed": 4})
     result = cli("run", folder / "config.yaml", "--output", folder / "serial")
     assert result.returncode == 0, result.stderr
     (folder / "site").mkdir()

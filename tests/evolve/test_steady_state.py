@@ -9,9 +9,7 @@ import sys
 import time
 
 import pytest
-import torch
-import yaml
-from conftest import cli, tiny_benchmark, tiny_model
+from conftest import cli, tiny_benchmark, tiny_model, write_run_config
 from helpers.logbooks import csv_rows, records
 
 from deap_llmmerge import ConfigError, LLMMergeGA
@@ -78,10 +76,8 @@ evaluation.Evaluator.score_plans = noted_score_plans
 @pytest.fixture(scope="module")
 def config(tmp_path_factory, saved_llamas):
     folder = tmp_path_factory.mktemp("steady")
-    torch.save(tiny_benchmark(), folder / "bench.pt")
-    config = {"models": [str(p) for p in saved_llamas], "benchmark": "bench.pt", "genome": "blend",
-              "ga": {"population_size": 6, "max_generations": 6, "seed": 5, "loop": "steady_state"}}
-    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    write_run_config(folder, saved_llamas, genome="blend",
+                     ga={"population_size": 6, "max_generations": 6, "seed": 5, "loop": "steady_state"})
     (folder / "site").mkdir()
     (folder / "site" / "sitecustomize.py").write_text(SLOW_TASKS)
     return folder
